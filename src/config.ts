@@ -1,0 +1,391 @@
+/**
+ * The one place that reads configuration: environment variables, with CLI flags layered over them under the same
+ * names. Every value is validated here, and each bad one is reported by its name with what was expected;
+ * everything else in the project receives the typed `Config`.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+/** A value that must never be printed: logging, JSON.stringify and util.inspect all show a placeholder. */
+export class Secret {
+  readonly #value: string;
+  constructor(value: string) {
+    this.#value = value;
+  }
+  reveal(): string {
+    return this.#value;
+  }
+  toString(): string {
+    return '[secret]';
+  }
+  toJSON(): string {
+    return '[secret]';
+  }
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return '[secret]';
+  }
+}
+
+export interface RateLimit {
+  /** Calls allowed per app in any window of `durationMs`. */
+  count: number;
+  durationMs: number;
+}
+
+export type StorageTarget = { type: 's3'; bucket: string; prefix: string } | { type: 'local'; dir: string };
+
+export type TokenMode = 'stable' | 'classic';
+
+export interface S3Settings {
+  endpoint?: string;
+  forcePathStyle: boolean;
+  region: string;
+  /** Absent: the SDK's own credential chain (instance roles, profiles). */
+  credentials?: { accessKeyId: string; secretAccessKey: Secret };
+}
+
+export interface Config {
+  redisUrl: string;
+  /** False when REDIS_URL was not set and the default applies (`run` may then start a private Redis). */
+  redisUrlGiven: boolean;
+  /** Namespace of every Redis key the project writes, BullMQ's and the limiter's included. */
+  prefix: string;
+  /** appid → AppSecret, from WECHAT_APPID/WECHAT_SECRET and WECHAT_APPS / WECHAT_APPS_FILE. */
+  apps: Map<string, Secret>;
+  wechatBaseUrl: string;
+  tokenMode: TokenMode;
+  rateLimit: RateLimit;
+  storage: StorageTarget;
+  publicBaseUrl?: string;
+  s3: S3Settings;
+}
+
+/** The settings this module reads, documented in the README's configuration table. */
+export const SETTINGS = [
+  'REDIS_URL',
+  'WXACODE_PREFIX',
+  'WECHAT_APPID',
+  'WECHAT_SECRET',
+  'WECHAT_APPS',
+  'WECHAT_APPS_FILE',
+  'WECHAT_API_BASE_URL',
+  'WECHAT_TOKEN_MODE',
+  'WXACODE_RATE_LIMIT',
+  'WXACODE_STORAGE',
+  'WXACODE_PUBLIC_BASE_URL',
+  'S3_ENDPOINT',
+  'S3_FORCE_PATH_STYLE',
+  'AWS_REGION',
+  'AWS_ACCESS_KEY_ID',
+  'AWS_SECRET_ACCESS_KEY',
+] as const;
+export type Setting = (typeof SETTINGS)[number];
+export type Settings = Partial<Record<Setting, string | undefined>>;
+
+export const DEFAULTS = {
+  REDIS_URL: 'redis://127.0.0.1:6379',
+  WXACODE_PREFIX: 'wxacode',
+  WECHAT_API_BASE_URL: 'https://api.weixin.qq.com',
+  WECHAT_TOKEN_MODE: 'stable',
+  WXACODE_RATE_LIMIT: '5000/60s',
+  WXACODE_STORAGE: './wxacode-out',
+  AWS_REGION: 'us-east-1',
+} as const satisfies Settings;
+
+export interface ConfigProblem {
+  setting: string;
+  message: string;
+}
+
+/** One or more settings are wrong; `problems` names each. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(readonly problems: ConfigProblem[]) {
+    super(problems.map((p) => `${p.setting}: ${p.message}`).join('\n'));
+  }
+}
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, min: 60_000, h: 3_600_000 };
+
+/** `5000/60s`, `5000/1m`, `250/2500ms` → { count, durationMs }. */
+export function parseRateLimit(text: string): RateLimit | undefined {
+  const match = /^\s*(\d+)\s*\/\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)\s*$/.exec(text);
+  if (!match) return undefined;
+  const count = Number(match[1]);
+  const durationMs = Number(match[2]) * DURATION_UNITS[match[3]!]!;
+  if (!Number.isSafeInteger(count) || count < 1 || !Number.isInteger(durationMs) || durationMs < 1) {
+    return undefined;
+  }
+  return { count, durationMs };
+}
+
+export function formatRateLimit(rate: RateLimit): string {
+  return rate.durationMs % 1000 === 0
+    ? `${rate.count}/${rate.durationMs / 1000}s`
+    : `${rate.count}/${rate.durationMs}ms`;
+}
+
+/** `s3://bucket/prefix`, `file:///abs/dir` or a folder path (relative to `cwd`). */
+export function parseStorage(text: string, cwd: string): StorageTarget | string {
+  if (text.startsWith('s3://')) {
+    const rest = text.slice('s3://'.length);
+    const slash = rest.indexOf('/');
+    const bucket = slash === -1 ? rest : rest.slice(0, slash);
+    const prefix = slash === -1 ? '' : rest.slice(slash + 1).replace(/^\/+|\/+$/g, '');
+    if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
+      return `"${bucket}" is not a valid S3 bucket name (3-63 characters: a-z 0-9 . -)`;
+    }
+    if (prefix.split('/').some((part) => part === '.' || part === '..')) {
+      return `the key prefix "${prefix}" must not contain "." or ".." segments`;
+    }
+    return { type: 's3', bucket, prefix };
+  }
+  if (text.startsWith('file://')) {
+    let dir: string;
+    try {
+      dir = new URL(text).pathname;
+    } catch {
+      return `"${text}" is not a valid file:// URL`;
+    }
+    if (!path.isAbsolute(dir) || new URL(text).host !== '')
+      return 'file:// URLs must be absolute: file:///abs/dir';
+    return { type: 'local', dir: decodeURIComponent(dir) };
+  }
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) {
+    return `unsupported scheme in "${text}"; expected s3://bucket/prefix, file:///abs/dir or a folder path`;
+  }
+  if (text.trim() === '') return 'is empty; expected s3://bucket/prefix, file:///abs/dir or a folder path';
+  return { type: 'local', dir: path.resolve(cwd, text) };
+}
+
+const APPID = /^[A-Za-z0-9_-]{1,64}$/;
+
+function parseApps(text: string, setting: string, problems: ConfigProblem[]): [string, string][] {
+  const trimmed = text.trim();
+  if (trimmed.startsWith('{')) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(trimmed);
+    } catch {
+      // The text may hold secrets: name the setting, never echo its value.
+      problems.push({ setting, message: 'is not valid JSON; expected {"appid": "secret", ...}' });
+      return [];
+    }
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+      problems.push({ setting, message: 'must be a JSON object mapping appid to secret' });
+      return [];
+    }
+    return Object.entries(parsed).map(([appid, secret]) => [appid, typeof secret === 'string' ? secret : '']);
+  }
+  return trimmed
+    .split(/[,\n]/)
+    .map((entry) => entry.trim())
+    .filter(Boolean)
+    .map((entry) => {
+      const colon = entry.indexOf(':');
+      return colon === -1 ? [entry, ''] : [entry.slice(0, colon).trim(), entry.slice(colon + 1).trim()];
+    });
+}
+
+function collectApps(s: Settings, problems: ConfigProblem[]): Map<string, Secret> {
+  const apps = new Map<string, Secret>();
+  const add = (appid: string, secret: string, setting: string) => {
+    if (!APPID.test(appid)) {
+      problems.push({
+        setting,
+        message: `"${appid.slice(0, 64)}" is not an appid (letters, digits, _ and -)`,
+      });
+    } else if (secret === '') {
+      problems.push({ setting, message: `appid ${appid} has no secret` });
+    } else {
+      apps.set(appid, new Secret(secret));
+    }
+  };
+  if (s.WECHAT_APPID || s.WECHAT_SECRET) {
+    if (!s.WECHAT_APPID)
+      problems.push({ setting: 'WECHAT_APPID', message: 'is missing while WECHAT_SECRET is set' });
+    else add(s.WECHAT_APPID, s.WECHAT_SECRET ?? '', 'WECHAT_SECRET');
+  }
+  if (s.WECHAT_APPS) {
+    for (const [appid, secret] of parseApps(s.WECHAT_APPS, 'WECHAT_APPS', problems)) {
+      add(appid, secret, 'WECHAT_APPS');
+    }
+  }
+  if (s.WECHAT_APPS_FILE) {
+    let text: string | undefined;
+    try {
+      text = readFileSync(s.WECHAT_APPS_FILE, 'utf8');
+    } catch (err) {
+      problems.push({
+        setting: 'WECHAT_APPS_FILE',
+        message: `cannot read ${s.WECHAT_APPS_FILE} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+      });
+    }
+    if (text !== undefined) {
+      for (const [appid, secret] of parseApps(text, 'WECHAT_APPS_FILE', problems)) {
+        add(appid, secret, 'WECHAT_APPS_FILE');
+      }
+    }
+  }
+  return apps;
+}
+
+function parseBoolean(text: string): boolean | undefined {
+  if (/^(1|true|yes|on)$/i.test(text)) return true;
+  if (/^(0|false|no|off)$/i.test(text)) return false;
+  return undefined;
+}
+
+function parseHttpUrl(text: string): URL | undefined {
+  try {
+    const url = new URL(text);
+    return url.protocol === 'http:' || url.protocol === 'https:' ? url : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Pick the settings this module knows from an environment (or any record of strings). */
+export function settingsFrom(env: NodeJS.ProcessEnv): Settings {
+  const settings: Settings = {};
+  for (const name of SETTINGS) {
+    const value = env[name];
+    if (value !== undefined && value !== '') settings[name] = value;
+  }
+  return settings;
+}
+
+/**
+ * Build the config from `env` with `overrides` (CLI flags, by setting name) on top.
+ * Throws a ConfigError naming every bad setting at once.
+ */
+export function loadConfig(
+  env: NodeJS.ProcessEnv = process.env,
+  overrides: Settings = {},
+  cwd: string = process.cwd(),
+): Config {
+  const s: Settings = { ...settingsFrom(env) };
+  for (const [name, value] of Object.entries(overrides)) {
+    if (value !== undefined) s[name as Setting] = value;
+  }
+  const problems: ConfigProblem[] = [];
+  const bad = (setting: Setting, message: string) => problems.push({ setting, message });
+
+  const redisUrl = s.REDIS_URL ?? DEFAULTS.REDIS_URL;
+  if (!/^rediss?:\/\//.test(redisUrl) || !URL.canParse(redisUrl)) {
+    bad('REDIS_URL', `"${redactUrl(redisUrl)}" is not a redis:// or rediss:// URL`);
+  }
+
+  const prefix = s.WXACODE_PREFIX ?? DEFAULTS.WXACODE_PREFIX;
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(prefix)) {
+    bad(
+      'WXACODE_PREFIX',
+      `"${prefix}" must be 1-64 characters of letters, digits, _ . and - (no ":" or braces)`,
+    );
+  }
+
+  const wechatBaseUrl = s.WECHAT_API_BASE_URL ?? DEFAULTS.WECHAT_API_BASE_URL;
+  const base = parseHttpUrl(wechatBaseUrl);
+  if (!base) bad('WECHAT_API_BASE_URL', `"${wechatBaseUrl}" is not an http(s) URL`);
+
+  const tokenMode = s.WECHAT_TOKEN_MODE ?? DEFAULTS.WECHAT_TOKEN_MODE;
+  if (tokenMode !== 'stable' && tokenMode !== 'classic') {
+    bad('WECHAT_TOKEN_MODE', `must be "stable" or "classic", got "${tokenMode}"`);
+  }
+
+  const rateText = s.WXACODE_RATE_LIMIT ?? DEFAULTS.WXACODE_RATE_LIMIT;
+  const rateLimit = parseRateLimit(rateText);
+  if (!rateLimit) {
+    bad(
+      'WXACODE_RATE_LIMIT',
+      `"${rateText}" is not <count>/<duration>, e.g. 5000/60s, 5000/1m or 250/2500ms`,
+    );
+  }
+
+  const storage = parseStorage(s.WXACODE_STORAGE ?? DEFAULTS.WXACODE_STORAGE, cwd);
+  if (typeof storage === 'string') bad('WXACODE_STORAGE', storage);
+
+  const publicBaseUrl = s.WXACODE_PUBLIC_BASE_URL;
+  if (publicBaseUrl !== undefined && !parseHttpUrl(publicBaseUrl)) {
+    bad('WXACODE_PUBLIC_BASE_URL', `"${publicBaseUrl}" is not an http(s) URL`);
+  }
+
+  if (s.S3_ENDPOINT !== undefined && !parseHttpUrl(s.S3_ENDPOINT)) {
+    bad('S3_ENDPOINT', `"${s.S3_ENDPOINT}" is not an http(s) URL`);
+  }
+  let forcePathStyle = s.S3_ENDPOINT !== undefined;
+  if (s.S3_FORCE_PATH_STYLE !== undefined) {
+    const parsed = parseBoolean(s.S3_FORCE_PATH_STYLE);
+    if (parsed === undefined)
+      bad('S3_FORCE_PATH_STYLE', `must be true or false, got "${s.S3_FORCE_PATH_STYLE}"`);
+    else forcePathStyle = parsed;
+  }
+  if (Boolean(s.AWS_ACCESS_KEY_ID) !== Boolean(s.AWS_SECRET_ACCESS_KEY)) {
+    bad(
+      s.AWS_ACCESS_KEY_ID ? 'AWS_SECRET_ACCESS_KEY' : 'AWS_ACCESS_KEY_ID',
+      'is missing: set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither',
+    );
+  }
+
+  const apps = collectApps(s, problems);
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  return {
+    redisUrl,
+    redisUrlGiven: s.REDIS_URL !== undefined,
+    prefix,
+    apps,
+    wechatBaseUrl: base!.origin + base!.pathname.replace(/\/+$/, ''),
+    tokenMode: tokenMode as TokenMode,
+    rateLimit: rateLimit!,
+    storage: storage as StorageTarget,
+    publicBaseUrl: publicBaseUrl?.replace(/\/+$/, ''),
+    s3: {
+      endpoint: s.S3_ENDPOINT,
+      forcePathStyle,
+      region: s.AWS_REGION ?? DEFAULTS.AWS_REGION,
+      credentials:
+        s.AWS_ACCESS_KEY_ID && s.AWS_SECRET_ACCESS_KEY
+          ? { accessKeyId: s.AWS_ACCESS_KEY_ID, secretAccessKey: new Secret(s.AWS_SECRET_ACCESS_KEY) }
+          : undefined,
+    },
+  };
+}
+
+/** The app a command works for: the one named, or the only one configured. */
+export function pickApp(config: Config, appid?: string): string {
+  if (appid !== undefined) {
+    if (!config.apps.has(appid)) {
+      throw new ConfigError([
+        { setting: '--app', message: `appid ${appid} is not configured (WECHAT_APPID or WECHAT_APPS)` },
+      ]);
+    }
+    return appid;
+  }
+  const [first, ...rest] = config.apps.keys();
+  if (first === undefined) {
+    throw new ConfigError([
+      {
+        setting: 'WECHAT_APPID',
+        message: 'no mini program configured: set WECHAT_APPID and WECHAT_SECRET (or WECHAT_APPS)',
+      },
+    ]);
+  }
+  if (rest.length > 0) {
+    throw new ConfigError([
+      { setting: '--app', message: `several apps are configured (${[first, ...rest].join(', ')}): name one` },
+    ]);
+  }
+  return first;
+}
+
+/** A URL for messages: any password in it is masked. */
+export function redactUrl(text: string): string {
+  try {
+    const url = new URL(text);
+    if (url.password) url.password = '***';
+    return url.toString();
+  } catch {
+    return text.replace(/\/\/[^@/]*@/, '//***@');
+  }
+}

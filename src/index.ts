@@ -1,0 +1,3 @@
+export * from './config.js';
+export * from './wechat/errors.js';
+export * from './wechat/params.js';

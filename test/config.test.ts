@@ -1,0 +1,98 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, parseRateLimit, Secret } from '../src/config.js';
+
+function problemsOf(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env, {}, '/srv');
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems.map((p) => p.setting);
+    throw err;
+  }
+  return [];
+}
+
+describe('loadConfig', () => {
+  it('applies the documented defaults', () => {
+    const config = loadConfig({}, {}, '/srv');
+    expect(config.redisUrl).toBe('redis://127.0.0.1:6379');
+    expect(config.redisUrlGiven).toBe(false);
+    expect(config.prefix).toBe('wxacode');
+    expect(config.wechatBaseUrl).toBe('https://api.weixin.qq.com');
+    expect(config.tokenMode).toBe('stable');
+    expect(config.rateLimit).toEqual({ count: 5000, durationMs: 60_000 });
+    expect(config.storage).toEqual({ type: 'local', dir: '/srv/wxacode-out' });
+    expect(config.apps.size).toBe(0);
+  });
+
+  it('parses rate limits in every documented form', () => {
+    expect(parseRateLimit('5000/60s')).toEqual({ count: 5000, durationMs: 60_000 });
+    expect(parseRateLimit('5000/1m')).toEqual({ count: 5000, durationMs: 60_000 });
+    expect(parseRateLimit('250/2500ms')).toEqual({ count: 250, durationMs: 2500 });
+    expect(parseRateLimit('0/1s')).toBeUndefined();
+    expect(parseRateLimit('5000 per minute')).toBeUndefined();
+  });
+
+  it('parses storage targets', () => {
+    expect(loadConfig({ WXACODE_STORAGE: 's3://codes/campaigns/2026/' }).storage).toEqual({
+      type: 's3',
+      bucket: 'codes',
+      prefix: 'campaigns/2026',
+    });
+    expect(loadConfig({ WXACODE_STORAGE: 'file:///var/codes' }).storage).toEqual({
+      type: 'local',
+      dir: '/var/codes',
+    });
+    expect(loadConfig({ WXACODE_STORAGE: 'out' }, {}, '/srv').storage).toEqual({
+      type: 'local',
+      dir: '/srv/out',
+    });
+  });
+
+  it('names every bad setting at once', () => {
+    expect(
+      problemsOf({
+        REDIS_URL: 'localhost:6379',
+        WXACODE_RATE_LIMIT: 'fast',
+        WECHAT_TOKEN_MODE: 'shared',
+        WXACODE_STORAGE: 'ftp://x/y',
+        S3_FORCE_PATH_STYLE: 'maybe',
+        WXACODE_PREFIX: 'a:b',
+      }),
+    ).toEqual([
+      'REDIS_URL',
+      'WXACODE_PREFIX',
+      'WECHAT_TOKEN_MODE',
+      'WXACODE_RATE_LIMIT',
+      'WXACODE_STORAGE',
+      'S3_FORCE_PATH_STYLE',
+    ]);
+  });
+
+  it('lets overrides win over the environment', () => {
+    const config = loadConfig({ WXACODE_RATE_LIMIT: '5000/60s' }, { WXACODE_RATE_LIMIT: '100/1s' });
+    expect(config.rateLimit).toEqual({ count: 100, durationMs: 1000 });
+  });
+
+  it('collects apps from WECHAT_APPID and WECHAT_APPS without ever printing a secret', () => {
+    const config = loadConfig({
+      WECHAT_APPID: 'wx1',
+      WECHAT_SECRET: 'sekrit-one',
+      WECHAT_APPS: 'wx2:sekrit-two, wx3:sekrit-three',
+    });
+    expect([...config.apps.keys()]).toEqual(['wx1', 'wx2', 'wx3']);
+    expect(config.apps.get('wx2')?.reveal()).toBe('sekrit-two');
+    const printed = `${JSON.stringify(config)} ${String(config.apps.get('wx1'))}`;
+    expect(printed).not.toContain('sekrit');
+    expect(new Secret('x').toJSON()).toBe('[secret]');
+  });
+
+  it('rejects malformed WECHAT_APPS without echoing it', () => {
+    try {
+      loadConfig({ WECHAT_APPS: '{"wx1": "sekrit"' });
+      expect.unreachable();
+    } catch (err) {
+      expect((err as Error).message).toMatch(/^WECHAT_APPS: is not valid JSON/);
+      expect((err as Error).message).not.toContain('sekrit');
+    }
+  });
+});
