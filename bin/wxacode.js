@@ -1,6 +1,2 @@
 #!/usr/bin/env node
-import { main } from '../dist/cli/index.js';
-
-main(process.argv.slice(2)).then((code) => {
-  process.exitCode = code;
-});
+import '../dist/cli/main.js';

@@ -3,6 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { S3Client } from '@aws-sdk/client-s3';
 import S3rver from 's3rver';
 import { removeDir } from './redis-server.js';
 
@@ -12,6 +13,8 @@ export interface TestS3 {
   dir: string;
   /** Settings for loadConfig(): endpoint, path style and s3rver's fixed credentials. */
   env: Record<string, string>;
+  /** An SDK client of this server (the caller destroys it). */
+  client(): S3Client;
   stop(): Promise<void>;
   /** Stop answering (connections refused) until start() is called again on the same port. */
   pause(): Promise<void>;
@@ -41,6 +44,14 @@ export async function startS3(bucket = 'codes'): Promise<TestS3> {
       AWS_REGION: 'us-east-1',
       AWS_ACCESS_KEY_ID: 'S3RVER',
       AWS_SECRET_ACCESS_KEY: 'S3RVER',
+    },
+    client() {
+      return new S3Client({
+        endpoint,
+        forcePathStyle: true,
+        region: 'us-east-1',
+        credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+      });
     },
     async stop() {
       await server.close().catch(() => undefined);

@@ -1,0 +1,93 @@
+/**
+ * The manifest: one line per row of a campaign, in input order, with where its code is stored. `export` writes
+ * it to a file or stdout; a completed campaign also gets it in storage next to its codes.
+ */
+import type { Storage } from '../storage/index.js';
+import { manifestKey, objectKey } from '../storage/index.js';
+import { rowField } from '../wechat/params.js';
+import type { CampaignMeta, CampaignStore } from './store.js';
+
+export type ManifestFormat = 'csv' | 'jsonl';
+
+export interface ManifestRow {
+  value: string;
+  status: 'done' | 'failed' | 'pending';
+  key: string;
+  url: string;
+  errcode?: number;
+  errmsg?: string;
+}
+
+const CSV_NEEDS_QUOTES = /[",\r\n]/;
+
+function csvField(text: string): string {
+  return CSV_NEEDS_QUOTES.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+}
+
+export function manifestHeader(meta: CampaignMeta, format: ManifestFormat): string {
+  return format === 'csv' ? `${rowField(meta.kind)},status,url,key,errcode,errmsg\n` : '';
+}
+
+export function formatManifestRow(meta: CampaignMeta, row: ManifestRow, format: ManifestFormat): string {
+  if (format === 'csv') {
+    const fields = [row.value, row.status, row.url, row.key, row.errcode?.toString() ?? '', row.errmsg ?? ''];
+    return `${fields.map(csvField).join(',')}\n`;
+  }
+  const { value, ...rest } = row;
+  return `${JSON.stringify({ [rowField(meta.kind)]: value, ...rest })}\n`;
+}
+
+/** The campaign's rows with their status; key and URL only where a code is stored. */
+export async function* manifestRows(
+  store: CampaignStore,
+  storage: Storage,
+  meta: CampaignMeta,
+): AsyncGenerator<ManifestRow> {
+  for await (const batch of store.rows(meta.id)) {
+    for (const { value, row } of batch) {
+      if (row.status === 'done') {
+        const key = objectKey({ appid: meta.appid, options: meta.options, value });
+        yield { value, status: 'done', key, url: storage.url(key) };
+      } else if (row.status === 'failed') {
+        yield { value, status: 'failed', key: '', url: '', errcode: row.errcode, errmsg: row.errmsg };
+      } else {
+        yield { value, status: 'pending', key: '', url: '' };
+      }
+    }
+  }
+}
+
+/** Write the whole manifest as text, a row at a time. */
+export async function writeManifestTo(
+  store: CampaignStore,
+  storage: Storage,
+  meta: CampaignMeta,
+  format: ManifestFormat,
+  write: (text: string) => Promise<void> | void,
+): Promise<number> {
+  let count = 0;
+  await write(manifestHeader(meta, format));
+  for await (const row of manifestRows(store, storage, meta)) {
+    await write(formatManifestRow(meta, row, format));
+    count++;
+  }
+  return count;
+}
+
+/** Store the CSV manifest next to the campaign's codes; returns its key. */
+export async function storeManifest(
+  store: CampaignStore,
+  storage: Storage,
+  campaign: string,
+): Promise<string> {
+  const meta = await store.get(campaign);
+  if (!meta) throw new Error(`campaign ${campaign} does not exist`);
+  const parts: string[] = [];
+  await writeManifestTo(store, storage, meta, 'csv', (text) => {
+    parts.push(text);
+  });
+  const key = manifestKey(meta.appid, meta.id, 'csv');
+  await storage.put(key, Buffer.from(parts.join('')), 'text/csv; charset=utf-8');
+  await store.setManifestKey(campaign, key);
+  return key;
+}

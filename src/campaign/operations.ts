@@ -1,0 +1,123 @@
+/** Operations on existing campaigns: status and retry. The CLI is a thin shell over these. */
+import type { ConnectionOptions } from 'bullmq';
+import type { Storage } from '../storage/index.js';
+import { jobsFor, openQueue } from './queue.js';
+import type { CampaignMeta, CampaignState, CampaignStore, StopReason } from './store.js';
+
+export interface CampaignStatus {
+  campaign: string;
+  appid: string;
+  kind: CampaignMeta['kind'];
+  state: CampaignState;
+  total: number;
+  /** Codes stored now or found already stored. */
+  done: number;
+  failed: number;
+  pending: number;
+  createdAt: string;
+  /** Why the campaign stopped, when it did. */
+  stopped?: { errcode: number; errmsg: string; at: string };
+  /** Where the manifest is stored, once the campaign completed. */
+  manifest?: string;
+}
+
+/** The campaign does not exist: a mistyped id, or another WXACODE_PREFIX. */
+export class UnknownCampaignError extends Error {
+  override readonly name = 'UnknownCampaignError';
+  constructor(
+    readonly campaign: string,
+    prefix: string,
+  ) {
+    super(
+      `campaign ${campaign} does not exist (under prefix ${prefix}); \`wxacode status\` lists the campaigns`,
+    );
+  }
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+function stopOf(stop: StopReason | undefined): CampaignStatus['stopped'] {
+  return stop && { errcode: stop.errcode, errmsg: stop.errmsg, at: iso(stop.at) };
+}
+
+export async function loadCampaign(store: CampaignStore, campaign: string): Promise<CampaignMeta> {
+  const meta = await store.get(campaign);
+  if (!meta) throw new UnknownCampaignError(campaign, store.prefix);
+  return meta;
+}
+
+export function statusOf(meta: CampaignMeta, storage?: Storage): CampaignStatus {
+  return {
+    campaign: meta.id,
+    appid: meta.appid,
+    kind: meta.kind,
+    state: meta.state,
+    total: meta.total,
+    done: meta.done,
+    failed: meta.failed,
+    pending: meta.total - meta.done - meta.failed,
+    createdAt: iso(meta.createdAt),
+    stopped: stopOf(meta.stop),
+    manifest: meta.manifestKey && storage ? storage.url(meta.manifestKey) : meta.manifestKey,
+  };
+}
+
+export async function campaignStatus(
+  store: CampaignStore,
+  campaign: string,
+  storage?: Storage,
+): Promise<CampaignStatus> {
+  return statusOf(await loadCampaign(store, campaign), storage);
+}
+
+export async function allCampaignStatuses(
+  store: CampaignStore,
+  storage?: Storage,
+): Promise<CampaignStatus[]> {
+  const statuses: CampaignStatus[] = [];
+  for (const id of await store.list()) {
+    const meta = await store.get(id);
+    if (meta) statuses.push(statusOf(meta, storage));
+  }
+  return statuses;
+}
+
+export interface RetryResult {
+  campaign: string;
+  /** Rows queued again (failed ones, and pending ones of a stopped or interrupted campaign). */
+  requeued: number;
+  /** The stop that was cleared, if the campaign was stopped. */
+  resumedFrom?: CampaignStatus['stopped'];
+}
+
+/**
+ * Queue a campaign's failed rows again and resume it if it was stopped. Pending rows are queued again too:
+ * deterministic job ids make that a no-op for rows still in the queue, and it picks up rows whose jobs were
+ * lost (a stopped campaign's drained jobs, an interrupted enqueue).
+ */
+export async function retryCampaign(
+  store: CampaignStore,
+  connection: ConnectionOptions,
+  campaign: string,
+): Promise<RetryResult> {
+  const meta = await loadCampaign(store, campaign);
+  if (meta.stop?.errcode === 45029) await store.clearAppStop(meta.appid, 'acQuota');
+  await store.clearAppStop(meta.appid, 'credentials');
+  await store.resume(campaign);
+  const queue = openQueue(connection, store.prefix, meta.appid);
+  let requeued = 0;
+  try {
+    for await (const batch of store.rows(campaign)) {
+      const values = batch.filter(({ row }) => row.status !== 'done').map(({ value }) => value);
+      for (const value of values) await store.markRow(campaign, value, { status: 'pending' });
+      if (values.length > 0) await queue.addBulk(jobsFor(campaign, values));
+      requeued += values.length;
+    }
+  } finally {
+    await queue.close();
+  }
+  await store.finishEnqueue(campaign);
+  return { campaign, requeued, resumedFrom: stopOf(meta.stop) };
+}

@@ -1,0 +1,336 @@
+/**
+ * What Redis knows about campaigns, beside BullMQ's own keys. All keys sit under `${prefix}:`:
+ *
+ * - `campaigns`                 sorted set of campaign ids by creation time
+ * - `campaign:<id>`             hash: appid, kind, options (JSON, stored once per campaign, never per job),
+ *                               state, total, done, failed, createdAt, stop reason, manifest key
+ * - `campaign:<id>:rows`        hash: row value (scene or path) → status: `p` pending, `d` done,
+ *                               `f<errcode>|<errmsg>` failed. It dedupes rows and is the record export reads.
+ * - `campaign:<id>:order`       list of row values in input order, so exports follow the input
+ * - `app:<appid>`               hash of app-wide stops (the A+C quota spent, credentials refused)
+ * - `stash:<hash of object key>` a generated image whose upload failed, kept for a day so that the next
+ *                               attempt uploads it instead of paying WeChat for it again
+ *
+ * Counters change only inside Lua scripts, together with the row they count, so `done + failed + pending`
+ * always equals `total` however many workers race on one row.
+ */
+import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { CodeOptions, Kind } from '../wechat/params.js';
+
+export type CampaignState = 'enqueuing' | 'active' | 'stopped' | 'completed';
+
+export interface StopReason {
+  errcode: number;
+  errmsg: string;
+  at: number;
+}
+
+export interface CampaignMeta {
+  id: string;
+  appid: string;
+  kind: Kind;
+  options: CodeOptions;
+  state: CampaignState;
+  total: number;
+  done: number;
+  failed: number;
+  createdAt: number;
+  stop?: StopReason;
+  manifestKey?: string;
+}
+
+export type RowStatus =
+  | { status: 'pending' }
+  | { status: 'done' }
+  | { status: 'failed'; errcode: number; errmsg: string };
+
+export type AppStop = 'acQuota' | 'credentials';
+
+export const CAMPAIGN_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+export function campaignIdProblem(id: string): string | undefined {
+  return CAMPAIGN_ID.test(id) ? undefined : `campaign id "${id}" must be 1-64 letters, digits, _ or -`;
+}
+
+export function encodeStatus(row: RowStatus): string {
+  if (row.status === 'pending') return 'p';
+  if (row.status === 'done') return 'd';
+  return `f${row.errcode}|${row.errmsg}`;
+}
+
+export function decodeStatus(raw: string | null | undefined): RowStatus | undefined {
+  if (!raw) return undefined;
+  if (raw === 'p') return { status: 'pending' };
+  if (raw === 'd') return { status: 'done' };
+  const bar = raw.indexOf('|');
+  return { status: 'failed', errcode: Number(raw.slice(1, bar)), errmsg: raw.slice(bar + 1) };
+}
+
+// Shared by the scripts below: a campaign whose every row is done or failed, and that is no longer being
+// enqueued into, is completed. Returns 'completed' exactly once, to the caller that completed it.
+const COMPLETE_IF_SETTLED = `
+local function complete_if_settled(meta, now)
+  local m = redis.call('HMGET', meta, 'state', 'total', 'done', 'failed')
+  if m[1] == 'active' and tonumber(m[2]) == tonumber(m[3]) + tonumber(m[4]) then
+    redis.call('HSET', meta, 'state', 'completed', 'completedAt', now)
+    return 'completed'
+  end
+  return 'open'
+end
+`;
+
+const SCRIPTS = {
+  // KEYS: meta, index. ARGV: id, appid, kind, options JSON, now.
+  wxCreateCampaign: {
+    numberOfKeys: 2,
+    lua: `
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'appid', ARGV[2], 'kind', ARGV[3], 'options', ARGV[4],
+    'state', 'enqueuing', 'total', 0, 'done', 0, 'failed', 0, 'createdAt', ARGV[5])
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+  return {'created', 'new'}
+end
+local m = redis.call('HMGET', KEYS[1], 'appid', 'options', 'state')
+if m[1] ~= ARGV[2] or m[2] ~= ARGV[4] then
+  return {'conflict', m[3]}
+end
+if m[3] == 'stopped' then return {'stopped', m[3]} end
+redis.call('HSET', KEYS[1], 'state', 'enqueuing')
+return {'exists', m[3]}
+`,
+  },
+  // KEYS: meta, rows, order. ARGV: values. Returns per value 1 new, 0 already pending, 2 already settled.
+  wxAddRows: {
+    numberOfKeys: 3,
+    lua: `
+local result = {}
+local added = 0
+for i, v in ipairs(ARGV) do
+  if redis.call('HSETNX', KEYS[2], v, 'p') == 1 then
+    redis.call('RPUSH', KEYS[3], v)
+    result[i] = 1
+    added = added + 1
+  elseif redis.call('HGET', KEYS[2], v) == 'p' then
+    result[i] = 0
+  else
+    result[i] = 2
+  end
+end
+if added > 0 then redis.call('HINCRBY', KEYS[1], 'total', added) end
+return result
+`,
+  },
+  // KEYS: meta. ARGV: now.
+  wxFinishEnqueue: {
+    numberOfKeys: 1,
+    lua: `${COMPLETE_IF_SETTLED}
+if redis.call('HGET', KEYS[1], 'state') == 'enqueuing' then
+  redis.call('HSET', KEYS[1], 'state', 'active')
+end
+return complete_if_settled(KEYS[1], ARGV[1])
+`,
+  },
+  // KEYS: meta, rows. ARGV: value, new status, now. A done row stays done: its image is stored.
+  wxMarkRow: {
+    numberOfKeys: 2,
+    lua: `${COMPLETE_IF_SETTLED}
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+if not old then return 'unknown' end
+local o = string.sub(old, 1, 1)
+local n = string.sub(ARGV[2], 1, 1)
+if o == 'd' then return 'open' end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if o ~= n then
+  if o == 'f' then redis.call('HINCRBY', KEYS[1], 'failed', -1) end
+  if n == 'd' then redis.call('HINCRBY', KEYS[1], 'done', 1) elseif n == 'f' then redis.call('HINCRBY', KEYS[1], 'failed', 1) end
+end
+return complete_if_settled(KEYS[1], ARGV[3])
+`,
+  },
+  // KEYS: meta. ARGV: errcode, errmsg, now. Only a running campaign can be stopped.
+  wxStopCampaign: {
+    numberOfKeys: 1,
+    lua: `
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'active' and state ~= 'enqueuing' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'stopped', 'stopErrcode', ARGV[1], 'stopErrmsg', ARGV[2], 'stoppedAt', ARGV[3])
+return 1
+`,
+  },
+} as const;
+
+type ScriptName = keyof typeof SCRIPTS;
+type ScriptRedis = Redis & Record<ScriptName, (...args: (string | number)[]) => Promise<unknown>>;
+
+export class CampaignStore {
+  readonly #redis: ScriptRedis;
+
+  constructor(
+    redis: Redis,
+    readonly prefix: string,
+  ) {
+    for (const [name, script] of Object.entries(SCRIPTS)) {
+      if (!(name in redis)) redis.defineCommand(name, script);
+    }
+    this.#redis = redis as ScriptRedis;
+  }
+
+  get redis(): Redis {
+    return this.#redis;
+  }
+
+  #key(...parts: string[]): string {
+    return [this.prefix, ...parts].join(':');
+  }
+
+  #keys(id: string) {
+    return {
+      meta: this.#key('campaign', id),
+      rows: this.#key('campaign', id, 'rows'),
+      order: this.#key('campaign', id, 'order'),
+    };
+  }
+
+  /**
+   * Create a campaign, or reopen an existing one with the same app and options for more rows.
+   * `resumed` is true when an earlier enqueue did not finish (its rows may be recorded but not queued).
+   */
+  async open(
+    id: string,
+    appid: string,
+    options: CodeOptions,
+  ): Promise<
+    | { outcome: 'created' | 'exists'; resumed: boolean }
+    | { outcome: 'conflict' | 'stopped'; existing: CampaignMeta }
+  > {
+    const k = this.#keys(id);
+    const [outcome, previous] = (await this.#redis.wxCreateCampaign(
+      k.meta,
+      this.#key('campaigns'),
+      id,
+      appid,
+      options.kind,
+      JSON.stringify(options),
+      Date.now(),
+    )) as [string, string];
+    if (outcome === 'conflict' || outcome === 'stopped') {
+      return { outcome, existing: (await this.get(id))! };
+    }
+    return { outcome: outcome as 'created' | 'exists', resumed: previous === 'enqueuing' };
+  }
+
+  /** Record rows; per value: 1 new, 0 already recorded and pending, 2 already done or failed. */
+  async addRows(id: string, values: string[]): Promise<number[]> {
+    if (values.length === 0) return [];
+    const k = this.#keys(id);
+    return (await this.#redis.wxAddRows(k.meta, k.rows, k.order, ...values)) as number[];
+  }
+
+  /** The producer is done adding rows: the campaign is active, or completed if nothing is left to do. */
+  async finishEnqueue(id: string): Promise<'completed' | 'open'> {
+    return (await this.#redis.wxFinishEnqueue(this.#keys(id).meta, Date.now())) as 'completed' | 'open';
+  }
+
+  async markRow(id: string, value: string, row: RowStatus): Promise<'completed' | 'open' | 'unknown'> {
+    const k = this.#keys(id);
+    return (await this.#redis.wxMarkRow(k.meta, k.rows, value, encodeStatus(row), Date.now())) as
+      | 'completed'
+      | 'open'
+      | 'unknown';
+  }
+
+  async rowStatus(id: string, value: string): Promise<RowStatus | undefined> {
+    return decodeStatus(await this.#redis.hget(this.#keys(id).rows, value));
+  }
+
+  /** Stop a running campaign; false when it was not running (already stopped, completed or unknown). */
+  async stop(id: string, errcode: number, errmsg: string): Promise<boolean> {
+    return (await this.#redis.wxStopCampaign(this.#keys(id).meta, errcode, errmsg, Date.now())) === 1;
+  }
+
+  /** Clear a stop so the campaign's remaining rows can be queued again. */
+  async resume(id: string): Promise<void> {
+    const meta = this.#keys(id).meta;
+    await this.#redis
+      .multi()
+      .hdel(meta, 'stopErrcode', 'stopErrmsg', 'stoppedAt')
+      .hset(meta, 'state', 'enqueuing')
+      .exec();
+  }
+
+  async state(id: string): Promise<CampaignState | undefined> {
+    return ((await this.#redis.hget(this.#keys(id).meta, 'state')) ?? undefined) as CampaignState | undefined;
+  }
+
+  async get(id: string): Promise<CampaignMeta | undefined> {
+    const h = await this.#redis.hgetall(this.#keys(id).meta);
+    if (!h.id) return undefined;
+    return {
+      id: h.id,
+      appid: h.appid!,
+      kind: h.kind as Kind,
+      options: JSON.parse(h.options!) as CodeOptions,
+      state: h.state as CampaignState,
+      total: Number(h.total),
+      done: Number(h.done),
+      failed: Number(h.failed),
+      createdAt: Number(h.createdAt),
+      stop: h.stopErrcode
+        ? { errcode: Number(h.stopErrcode), errmsg: h.stopErrmsg ?? '', at: Number(h.stoppedAt) }
+        : undefined,
+      manifestKey: h.manifestKey,
+    };
+  }
+
+  async setManifestKey(id: string, key: string): Promise<void> {
+    await this.#redis.hset(this.#keys(id).meta, 'manifestKey', key);
+  }
+
+  /** Campaign ids, oldest first. */
+  async list(): Promise<string[]> {
+    return this.#redis.zrange(this.#key('campaigns'), 0, -1);
+  }
+
+  /** Rows in input order with their status, a batch at a time (memory stays flat for a million rows). */
+  async *rows(id: string, batchSize = 1000): AsyncGenerator<{ value: string; row: RowStatus }[]> {
+    const k = this.#keys(id);
+    for (let start = 0; ; start += batchSize) {
+      const values = await this.#redis.lrange(k.order, start, start + batchSize - 1);
+      if (values.length === 0) return;
+      const statuses = await this.#redis.hmget(k.rows, ...values);
+      yield values.map((value, i) => ({ value, row: decodeStatus(statuses[i]) ?? { status: 'pending' } }));
+      if (values.length < batchSize) return;
+    }
+  }
+
+  async stopApp(appid: string, what: AppStop, errcode: number, errmsg: string): Promise<void> {
+    const reason: StopReason = { errcode, errmsg, at: Date.now() };
+    await this.#redis.hset(this.#key('app', appid), what, JSON.stringify(reason));
+  }
+
+  async appStop(appid: string, what: AppStop): Promise<StopReason | undefined> {
+    const raw = await this.#redis.hget(this.#key('app', appid), what);
+    return raw ? (JSON.parse(raw) as StopReason) : undefined;
+  }
+
+  async clearAppStop(appid: string, what: AppStop): Promise<void> {
+    await this.#redis.hdel(this.#key('app', appid), what);
+  }
+
+  #stashKey(objectKey: string): string {
+    return this.#key('stash', createHash('sha256').update(objectKey).digest('base64url'));
+  }
+
+  async stashImage(objectKey: string, body: Buffer, ttlSeconds = 86_400): Promise<void> {
+    await this.#redis.set(this.#stashKey(objectKey), body, 'EX', ttlSeconds);
+  }
+
+  async stashedImage(objectKey: string): Promise<Buffer | undefined> {
+    return (await this.#redis.getBuffer(this.#stashKey(objectKey))) ?? undefined;
+  }
+
+  async dropStash(objectKey: string): Promise<void> {
+    await this.#redis.del(this.#stashKey(objectKey));
+  }
+}

@@ -1,0 +1,159 @@
+/**
+ * One Bottleneck limiter per appid, clustered in Redis, so every worker process on every machine shares the
+ * app's per-minute cap (shared/wechat-api.md: 5000 calls/min for getwxacodeunlimit).
+ *
+ * - `minTime` spreads calls evenly: with a spacing a hair above `duration / count`, no sliding window of that
+ *   duration can hold more than `count` calls, which a fixed reservoir alone cannot promise (it allows `count` at
+ *   the end of one interval and `count` more at the start of the next). The hair is slack for jitter: a call
+ *   that leaves late (a busy event loop, a slow network) shortens its window by that much, so the spacing
+ *   leaves `slackMs` spare in every window: 1% of it, and at least 100 ms for short test windows.
+ * - The reservoir is kept as a hard ceiling behind that. In cluster mode Bottleneck refreshes it only when a
+ *   script runs or on the heartbeat (default 5 s), so the heartbeat is shortened: an emptied reservoir then
+ *   costs at most a second, not five.
+ * - Bottleneck re-creates its settings key when it vanishes (a flush, or a restart without persistence) by
+ *   matching the error message `SETTINGS_KEY_NOT_FOUND` exactly; Redis 7 prefixes script errors with "ERR ",
+ *   so that recovery never fires and every schedule() fails from then on (SGrondin/bottleneck#205). We detect
+ *   the prefixed message and rebuild the limiter, whose init re-creates the settings.
+ * - Bottleneck computes time with each client's `Date.now()`: worker machines need synchronised clocks.
+ */
+import Bottleneck from 'bottleneck';
+import { Redis, type RedisOptions } from 'ioredis';
+import type { RateLimit } from './config.js';
+import { type Logger, silentLogger } from './log.js';
+
+export interface AppLimiterOptions {
+  redisUrl: string;
+  /** Config.prefix: the limiter's keys live under `${prefix}:b_limiter-${appid}_*`. */
+  prefix: string;
+  appid: string;
+  rate: RateLimit;
+  /** Spare time in every window, absorbing jitter between the limiter and WeChat. Default max(1%, 100 ms). */
+  slackMs?: number;
+  /** How often the clustered reservoir is refreshed when idle. Default 1000 ms. */
+  heartbeatMs?: number;
+  logger?: Logger;
+}
+
+const LOST_SETTINGS = 'SETTINGS_KEY_NOT_FOUND';
+
+export function defaultSlackMs(rate: RateLimit): number {
+  return Math.max(rate.durationMs * 0.01, 100);
+}
+
+/** Milliseconds between two calls of one app, fleet-wide. */
+export function limiterSpacingMs(rate: RateLimit, slackMs = defaultSlackMs(rate)): number {
+  return (rate.durationMs + slackMs) / rate.count;
+}
+
+export class AppLimiter {
+  readonly #options: AppLimiterOptions;
+  readonly #logger: Logger;
+  #limiter: Bottleneck;
+  #rebuilding: Promise<void> | undefined;
+  #closed = false;
+  /** How many times the limiter was rebuilt after losing its Redis state. */
+  rebuilds = 0;
+
+  constructor(options: AppLimiterOptions) {
+    this.#options = options;
+    this.#logger = options.logger ?? silentLogger;
+    this.#limiter = this.#build();
+  }
+
+  #build(): Bottleneck {
+    const { rate, appid, redisUrl } = this.#options;
+    const limiter = new Bottleneck({
+      id: `limiter-${appid}`,
+      datastore: 'ioredis',
+      // Bottleneck constructs its clients from options alone; this binds them to our URL.
+      Redis: class extends Redis {
+        constructor(options: RedisOptions) {
+          super(redisUrl, options);
+        }
+      },
+      // ioredis applies keyPrefix to scripts defined with defineCommand, which is how Bottleneck runs its Lua:
+      // the limiter's keys then sit under the deployment's prefix like every other key of ours.
+      clientOptions: { keyPrefix: `${this.#options.prefix}:`, maxRetriesPerRequest: null },
+      clearDatastore: false,
+      maxConcurrent: null,
+      minTime: limiterSpacingMs(rate, this.#options.slackMs),
+      reservoir: rate.count,
+      reservoirRefreshAmount: rate.count,
+      reservoirRefreshInterval: rate.durationMs,
+      heartbeatInterval: this.#options.heartbeatMs ?? 1000,
+    });
+    limiter.on('error', (err: Error) => this.#onError(err));
+    return limiter;
+  }
+
+  #onError(err: Error): void {
+    if (err.message.includes(LOST_SETTINGS)) {
+      void this.#rebuild();
+      return;
+    }
+    this.#logger.warn({ err: err.message, appid: this.#options.appid }, 'rate limiter error');
+  }
+
+  #rebuild(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#rebuilding ??= (async () => {
+      this.rebuilds += 1;
+      this.#logger.warn(
+        { appid: this.#options.appid },
+        'rate limiter state vanished from Redis; rebuilding it',
+      );
+      const old = this.#limiter;
+      this.#limiter = this.#build();
+      await old.disconnect(false).catch(() => undefined);
+      await this.#limiter.ready();
+    })().finally(() => {
+      this.#rebuilding = undefined;
+    });
+    return this.#rebuilding;
+  }
+
+  /** Run `fn` when the app's shared cap allows one more call. `fn` runs at most once. */
+  async schedule<T>(fn: () => Promise<T>): Promise<T> {
+    // Bottleneck rejects with its own bookkeeping error when Redis fails after the task ran; the task's
+    // outcome is kept so that such a failure never makes us run (and pay for) the call twice.
+    let outcome: { ok: true; value: T } | { ok: false; error: unknown } | undefined;
+    const task = async () => {
+      try {
+        const value = await fn();
+        outcome = { ok: true, value };
+        return value;
+      } catch (error) {
+        outcome = { ok: false, error };
+        throw error;
+      }
+    };
+    for (let attempt = 0; ; attempt++) {
+      await this.#rebuilding;
+      const limiter = this.#limiter;
+      try {
+        return await limiter.schedule(task);
+      } catch (err) {
+        if (outcome?.ok) return outcome.value;
+        if (outcome) throw outcome.error;
+        const lost = err instanceof Error && err.message.includes(LOST_SETTINGS);
+        // A task queued on a limiter that a rebuild replaced fails with "Connection is closed": it never ran.
+        if (attempt < 3 && (lost || limiter !== this.#limiter)) {
+          if (lost) await this.#rebuild();
+          continue;
+        }
+        throw err;
+      }
+    }
+  }
+
+  /** The reservoir as the cluster sees it now (calls left in the current interval). */
+  currentReservoir(): Promise<number | null> {
+    return this.#limiter.currentReservoir();
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#rebuilding;
+    await this.#limiter.disconnect(true).catch(() => undefined);
+  }
+}

@@ -1,0 +1,88 @@
+/** The one interface both backends (S3 and a local folder) implement, and what they share. */
+
+export interface PutResult {
+  /** The relative key, as given to `put`. */
+  key: string;
+  url: string;
+}
+
+/**
+ * Where images and manifests go. Every key is relative to the storage root (the S3 key prefix or the folder);
+ * a key that could leave the root is refused with a StorageError (code `InvalidKey`).
+ */
+export interface Storage {
+  /** 's3://bucket/prefix' or the folder path, for messages. */
+  readonly description: string;
+  /**
+   * Prove we can write: put and read back a probe object under the root. Throws a StorageError naming
+   * the bucket or folder and the reason (NoSuchBucket, AccessDenied, ECONNREFUSED, EACCES...).
+   */
+  checkWritable(): Promise<void>;
+  exists(key: string): Promise<boolean>;
+  put(key: string, body: Buffer, contentType: string): Promise<PutResult>;
+  /** Read back (for manifests and tests); undefined if missing. */
+  get(key: string): Promise<Buffer | undefined>;
+  /**
+   * Public URL of a key: WXACODE_PUBLIC_BASE_URL + '/' + key when set (that URL serves the storage root: the key
+   * prefix or the folder); else the S3 endpoint's URL of the object, or a file:// URL.
+   */
+  url(key: string): string;
+  close(): Promise<void>;
+}
+
+/** Storage refused or failed an operation. `code` is the backend's reason (NoSuchBucket, EACCES, InvalidKey…). */
+export class StorageError extends Error {
+  override readonly name = 'StorageError';
+  constructor(
+    /** The bucket and prefix, or the folder. */
+    readonly target: string,
+    message: string,
+    readonly code: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** The probe object of the write check, at the root: the same key every time, so it never accumulates. */
+export const WRITE_CHECK_KEY = '.wxacode-write-check';
+
+/**
+ * The write check both backends run: put the probe object under the root and read it back. It is left in
+ * place, not deleted: a delete racing another worker's check on a server that keeps folders (s3rver removes
+ * a folder it empties) makes that worker's write fail, and one small object per root costs nothing.
+ * Failures are the backend's StorageErrors, which name the target and the reason.
+ */
+export async function checkRoundTrip(storage: Storage): Promise<void> {
+  const body = Buffer.from('wxacode write check');
+  await storage.put(WRITE_CHECK_KEY, body, 'text/plain');
+  const back = await storage.get(WRITE_CHECK_KEY);
+  if (!back?.equals(body)) {
+    throw new StorageError(
+      storage.description,
+      `Cannot use ${storage.description}: what was written there read back differently.`,
+      'ReadBackMismatch',
+    );
+  }
+}
+
+/** Refuse any key that is not a plain relative path inside the root. */
+export function checkKey(key: string, target: string): void {
+  const segments = key.split('/');
+  if (
+    key.includes('\\') ||
+    key.includes('\0') ||
+    segments.some((segment) => segment === '' || segment === '.' || segment === '..')
+  ) {
+    throw new StorageError(
+      target,
+      `Refusing storage key "${key.replaceAll('\0', '\\0')}": keys are relative paths inside ${target}, without a leading "/", empty, "." or ".." segments, backslashes or NUL.`,
+      'InvalidKey',
+    );
+  }
+}
+
+/** `base/key` with each segment of the key URL-encoded. */
+export function joinUrl(base: string, key: string): string {
+  return `${base.replace(/\/+$/, '')}/${key.split('/').map(encodeURIComponent).join('/')}`;
+}

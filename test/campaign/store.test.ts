@@ -1,0 +1,82 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { CampaignStore } from '../../src/campaign/store.js';
+import { codeOptions } from '../../src/wechat/params.js';
+import { connect, deletePrefix, testPrefix } from '../helpers/redis.js';
+
+describe('CampaignStore', () => {
+  const redis = connect();
+  const prefix = testPrefix();
+  const store = new CampaignStore(redis, prefix);
+  const options = codeOptions({ kind: 'unlimited' });
+
+  afterAll(async () => {
+    await deletePrefix(redis, prefix);
+    redis.disconnect();
+  });
+
+  it('dedupes rows, keeps input order and counts exactly', async () => {
+    expect(await store.open('c1', 'wx1', options)).toEqual({ outcome: 'created', resumed: false });
+    expect(await store.addRows('c1', ['a', 'b', 'a'])).toEqual([1, 1, 0]);
+    expect(await store.markRow('c1', 'a', { status: 'done' })).toBe('open');
+    expect(await store.addRows('c1', ['a', 'c'])).toEqual([2, 1]);
+    expect(await store.finishEnqueue('c1')).toBe('open');
+    const rows = [];
+    for await (const batch of store.rows('c1', 2)) rows.push(...batch);
+    expect(rows.map((r) => [r.value, r.row.status])).toEqual([
+      ['a', 'done'],
+      ['b', 'pending'],
+      ['c', 'pending'],
+    ]);
+    expect(await store.get('c1')).toMatchObject({ state: 'active', total: 3, done: 1, failed: 0 });
+  });
+
+  it('completes exactly once, and never turns a done row back', async () => {
+    await store.open('c2', 'wx1', options);
+    await store.addRows('c2', ['x', 'y']);
+    await store.finishEnqueue('c2');
+    expect(
+      await store.markRow('c2', 'x', { status: 'failed', errcode: 40129, errmsg: 'invalid scene' }),
+    ).toBe('open');
+    expect(await store.markRow('c2', 'y', { status: 'done' })).toBe('completed');
+    expect(await store.markRow('c2', 'y', { status: 'failed', errcode: -1, errmsg: 'late failure' })).toBe(
+      'open',
+    );
+    expect(await store.rowStatus('c2', 'y')).toEqual({ status: 'done' });
+    expect(await store.rowStatus('c2', 'x')).toEqual({
+      status: 'failed',
+      errcode: 40129,
+      errmsg: 'invalid scene',
+    });
+    expect(await store.get('c2')).toMatchObject({ state: 'completed', total: 2, done: 1, failed: 1 });
+    expect(await store.markRow('c2', 'nope', { status: 'done' })).toBe('unknown');
+  });
+
+  it('reports a conflict for other options and a stop for stopped campaigns', async () => {
+    await store.open('c3', 'wx1', options);
+    await store.addRows('c3', ['s']);
+    await store.finishEnqueue('c3');
+    const other = await store.open('c3', 'wx1', codeOptions({ kind: 'unlimited', width: 600 }));
+    expect(other.outcome).toBe('conflict');
+    expect(await store.stop('c3', 41030, 'invalid page')).toBe(true);
+    expect(await store.stop('c3', 41030, 'invalid page')).toBe(false);
+    const stopped = await store.open('c3', 'wx1', options);
+    expect(stopped).toMatchObject({
+      outcome: 'stopped',
+      existing: { stop: { errcode: 41030, errmsg: 'invalid page' } },
+    });
+  });
+
+  it('marks an interrupted enqueue as resumed', async () => {
+    await store.open('c4', 'wx1', options);
+    await store.addRows('c4', ['r']);
+    expect(await store.open('c4', 'wx1', options)).toEqual({ outcome: 'exists', resumed: true });
+  });
+
+  it('keeps a stashed image as bytes', async () => {
+    const body = Buffer.from([0xff, 0xd8, 0xff, 0x00, 0x10, 0xff, 0xd9]);
+    await store.stashImage('wx1/unlimited/abc/x.jpg', body);
+    expect(await store.stashedImage('wx1/unlimited/abc/x.jpg')).toEqual(body);
+    await store.dropStash('wx1/unlimited/abc/x.jpg');
+    expect(await store.stashedImage('wx1/unlimited/abc/x.jpg')).toBeUndefined();
+  });
+});

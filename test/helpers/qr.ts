@@ -1,0 +1,51 @@
+/** Read mock code images back: their type and size, and the text their QR code holds. */
+import jpeg from 'jpeg-js';
+import jsqr from 'jsqr';
+import { PNG } from 'pngjs';
+
+// jsqr is CommonJS with its function under `default`, which is where NodeNext typing expects it.
+const jsQR = jsqr.default;
+
+export interface DecodedImage {
+  type: 'jpeg' | 'png';
+  width: number;
+  height: number;
+  /** RGBA, transparent pixels already composited onto white. */
+  rgba: Uint8ClampedArray;
+}
+
+/** Decode a JPEG or PNG (told apart by magic bytes, as the client must); undefined when it is neither. */
+export function readImage(buf: Buffer): DecodedImage | undefined {
+  if (buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff) {
+    const image = jpeg.decode(buf, { useTArray: true, formatAsRGBA: true });
+    return {
+      type: 'jpeg',
+      width: image.width,
+      height: image.height,
+      rgba: new Uint8ClampedArray(image.data),
+    };
+  }
+  if (buf.length >= 4 && buf.readUInt32BE(0) === 0x89504e47) {
+    const png = PNG.sync.read(buf);
+    const rgba = new Uint8ClampedArray(png.data);
+    for (let i = 0; i < rgba.length; i += 4) {
+      const alpha = rgba[i + 3]! / 255;
+      for (let c = i; c < i + 3; c++) rgba[c] = rgba[c]! * alpha + 255 * (1 - alpha);
+      rgba[i + 3] = 255;
+    }
+    return { type: 'png', width: png.width, height: png.height, rgba };
+  }
+  return undefined;
+}
+
+/** The text of the QR code in a JPEG or PNG, or null when it is not an image or holds no readable code. */
+export function decodeImage(buf: Buffer): string | null {
+  let image: DecodedImage | undefined;
+  try {
+    image = readImage(buf);
+  } catch {
+    return null;
+  }
+  if (!image) return null;
+  return jsQR(image.rgba, image.width, image.height)?.data ?? null;
+}
