@@ -17,7 +17,7 @@ import type { Storage } from '../storage/index.js';
 import { type CodeOptions, codeOptionsProblems, rowProblem } from '../wechat/params.js';
 import { storeManifest } from './manifest.js';
 import { jobsFor, openQueue } from './queue.js';
-import { readSource, type SourceFormat } from './source.js';
+import { readSource, type SourceFormat, type SourceItem } from './source.js';
 import { type CampaignMeta, CampaignStore, campaignIdProblem } from './store.js';
 
 export interface InvalidRow {
@@ -34,8 +34,11 @@ export interface EnqueueOptions {
   campaign: string;
   appid: string;
   options: CodeOptions;
-  /** A file path, or `-` for standard input. */
-  input: string;
+  /**
+   * A file path, `-` for standard input, or a function that yields the row values (a database query, say).
+   * The function is called twice, once to validate and once to enqueue, and must yield the same rows each time.
+   */
+  input: string | RowSource;
   format?: SourceFormat;
   column?: string;
   /** Enqueue the valid rows even when some are invalid. Default false: any invalid row enqueues nothing. */
@@ -49,6 +52,9 @@ export interface EnqueueOptions {
   /** Standard input, for `-`. Default process.stdin. */
   stdin?: NodeJS.ReadableStream;
 }
+
+/** Row values from the caller's own code; `line` in messages is the 1-based position in what it yields. */
+export type RowSource = () => AsyncIterable<string> | Iterable<string>;
 
 export interface EnqueueResult {
   campaign: string;
@@ -88,16 +94,23 @@ async function spoolStdin(
 }
 
 function inputName(o: EnqueueOptions): string {
+  if (typeof o.input === 'function') return 'the row source';
   return o.input === '-' ? 'standard input' : o.input;
 }
 
-function sourceOptions(o: EnqueueOptions) {
-  return { format: o.format, column: o.column, kind: o.options.kind, name: inputName(o) };
+async function* fromRowSource(source: RowSource): AsyncGenerator<SourceItem> {
+  let line = 0;
+  for await (const value of source()) yield { line: ++line, value };
 }
 
-async function validate(input: string, o: EnqueueOptions): Promise<number> {
+function items(input: string | RowSource, o: EnqueueOptions): AsyncIterable<SourceItem> {
+  if (typeof input === 'function') return fromRowSource(input);
+  return readSource(input, { format: o.format, column: o.column, kind: o.options.kind, name: inputName(o) });
+}
+
+async function validate(input: string | RowSource, o: EnqueueOptions): Promise<number> {
   let invalid = 0;
-  for await (const item of readSource(input, sourceOptions(o))) {
+  for await (const item of items(input, o)) {
     const problem = 'problem' in item ? item.problem : rowProblem(o.options.kind, item.value);
     if (problem !== undefined) {
       invalid++;
@@ -153,7 +166,7 @@ export async function enqueueCampaign(o: EnqueueOptions): Promise<EnqueueResult>
         if (toQueue.length > 0) await queue.addBulk(jobsFor(o.campaign, toQueue));
         chunk = [];
       };
-      for await (const item of readSource(input, sourceOptions(o))) {
+      for await (const item of items(input, o)) {
         if ('problem' in item || rowProblem(o.options.kind, item.value) !== undefined) continue;
         chunk.push(item.value);
         if (chunk.length >= chunkSize) await flush();
