@@ -331,7 +331,9 @@ describe('with S3 listing', () => {
       [
         `${ctx.prefix}/.wxacode-write-check`,
         `${ctx.prefix}/${APPID}/manifests/s3-prefix.csv`,
-        ...['../escape', 'plain'].map((v) => `${ctx.prefix}/${objectKey({ appid: APPID, options, value: v })}`),
+        ...['../escape', 'plain'].map(
+          (v) => `${ctx.prefix}/${objectKey({ appid: APPID, options, value: v })}`,
+        ),
       ].sort(),
     );
     client.destroy();
