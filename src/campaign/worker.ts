@@ -198,14 +198,19 @@ export class CodeWorker {
   }
 
   async #generate(appid: string, meta: CampaignMeta, value: string, job: Job<CodeJobData>): Promise<Buffer> {
-    const app = this.#apps.get(appid)!;
-    const queuedAt = Date.now();
-    const image = await app.limiter.schedule(async () => {
-      this.#hooks.limiterWait?.(appid, Date.now() - queuedAt);
-      // Checked again at the last moment: another worker may have stopped the campaign while this job waited,
-      // and a call for a stopped campaign is a call spent on a row that must fail the same way.
-      if ((await this.#store.state(meta.id)) === 'stopped') throw new CampaignStopped();
-      return this.#client.getCode(appid, meta.options, value);
+    const limiter = this.#apps.get(appid)!.limiter;
+    const image = await this.#client.getCode(appid, meta.options, value, {
+      // Every call (the retry after a token refresh included) waits for the app's shared limiter.
+      gate: async (_appid, call) => {
+        const queuedAt = Date.now();
+        return limiter.schedule(async () => {
+          this.#hooks.limiterWait?.(appid, Date.now() - queuedAt);
+          // Checked again at the last moment: another worker may have stopped the campaign while this job
+          // waited, and a call for a stopped campaign is spent on a row that must fail the same way.
+          if ((await this.#store.state(meta.id)) === 'stopped') throw new CampaignStopped();
+          return call();
+        });
+      },
     });
     this.#hooks.generated?.(appid, meta.kind);
     this.#logger.debug({ campaign: meta.id, job: job.id }, 'code generated');

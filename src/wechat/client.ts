@@ -23,6 +23,14 @@ export interface ClientHooks {
   call?(info: CallInfo): void;
 }
 
+/**
+ * Runs each API call when the app's rate limit allows it. Every HTTP request to a code endpoint goes through it,
+ * the retry after a token refresh included, so the limiter sees every call WeChat counts.
+ */
+export type CallGate = <T>(appid: string, call: () => Promise<T>) => Promise<T>;
+
+const ungated: CallGate = (_appid, call) => call();
+
 export interface WechatClientOptions {
   /** Config.wechatBaseUrl. */
   baseUrl: string;
@@ -38,6 +46,12 @@ export interface WechatClientOptions {
   /** Default 15000. */
   bodyTimeoutMs?: number;
   hooks?: ClientHooks;
+}
+
+export interface CallOptions {
+  signal?: AbortSignal;
+  /** Default: no limit (the caller limits calls some other way). */
+  gate?: CallGate;
 }
 
 /** Codes are well under 1 MiB; anything far larger is not a code and is cut off rather than buffered. */
@@ -81,19 +95,19 @@ export class WechatClient {
     appid: string,
     options: CodeOptions,
     value: string,
-    signal?: AbortSignal,
+    call: CallOptions = {},
   ): Promise<CodeImage> {
     const body = JSON.stringify(requestBody(options, value));
     const first = await this.#tokens.get(appid);
     try {
-      return await this.#call(appid, options.kind, first, body, signal);
+      return await this.#call(appid, options.kind, first, body, call);
     } catch (err) {
       if (!isTokenRejection(err)) throw err;
       await this.#tokens.invalidate(appid, first);
     }
     const second = await this.#tokens.get(appid);
     try {
-      return await this.#call(appid, options.kind, second, body, signal);
+      return await this.#call(appid, options.kind, second, body, call);
     } catch (err) {
       if (isTokenRejection(err)) await this.#tokens.invalidate(appid, second, { stillRejected: true });
       throw err;
@@ -105,6 +119,16 @@ export class WechatClient {
   }
 
   async #call(
+    appid: string,
+    kind: Kind,
+    token: string,
+    body: string,
+    { signal, gate = ungated }: CallOptions,
+  ): Promise<CodeImage> {
+    return gate(appid, () => this.#exchange(appid, kind, token, body, signal));
+  }
+
+  async #exchange(
     appid: string,
     kind: Kind,
     token: string,

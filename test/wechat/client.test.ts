@@ -207,6 +207,20 @@ describe('WechatClient against MockAgent', () => {
     expect(JSON.parse((await redis.get(`${prefix}:token:${APPID}`))!).token).toBe('T2');
   });
 
+  it('passes every call through the gate, the retry after a token refresh included', async () => {
+    const { client, seen } = setup({ replies: [{ body: { errcode: 40001, errmsg: 'token' } }] });
+    const gated: string[] = [];
+    const image = await client.getCode(APPID, B, 'a', {
+      gate: async (appid, call) => {
+        gated.push(appid);
+        return call();
+      },
+    });
+    expect(image.contentType).toBe('image/jpeg');
+    expect(gated).toEqual([APPID, APPID]);
+    expect(seen.codeRequests).toHaveLength(2);
+  });
+
   it('gives up with refresh-token when the refreshed token is rejected too, and forces the next stable fetch', async () => {
     const rejected = { body: { errcode: 40001, errmsg: 'invalid credential' } };
     const { client, seen, prefix } = setup({ replies: [rejected, rejected] });
@@ -242,7 +256,7 @@ describe('WechatClient against MockAgent', () => {
     const { client } = setup();
     const controller = new AbortController();
     controller.abort(new Error('shutting down'));
-    const err = await caught(() => client.getCode(APPID, B, 'a', controller.signal));
+    const err = await caught(() => client.getCode(APPID, B, 'a', { signal: controller.signal }));
     expect(err).not.toBeInstanceOf(TransientError);
     expect(err.message).toBe('shutting down');
   });
