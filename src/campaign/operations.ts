@@ -17,6 +17,8 @@ export interface CampaignStatus {
   createdAt: string;
   /** Why the campaign stopped, when it did. */
   stopped?: { errcode: number; errmsg: string; at: string };
+  /** Why workers stopped working for the campaign's app (credentials refused), when they did. */
+  appStopped?: { errcode: number; errmsg: string; at: string };
   /** Where the manifest is stored, once the campaign completed. */
   manifest?: string;
 }
@@ -48,7 +50,7 @@ export async function loadCampaign(store: CampaignStore, campaign: string): Prom
   return meta;
 }
 
-export function statusOf(meta: CampaignMeta, storage?: Storage): CampaignStatus {
+export function statusOf(meta: CampaignMeta, storage?: Storage, appStop?: StopReason): CampaignStatus {
   return {
     campaign: meta.id,
     appid: meta.appid,
@@ -60,6 +62,7 @@ export function statusOf(meta: CampaignMeta, storage?: Storage): CampaignStatus 
     pending: meta.total - meta.done - meta.failed,
     createdAt: iso(meta.createdAt),
     stopped: stopOf(meta.stop),
+    appStopped: stopOf(appStop),
     manifest: meta.manifestKey && storage ? storage.url(meta.manifestKey) : meta.manifestKey,
   };
 }
@@ -69,7 +72,8 @@ export async function campaignStatus(
   campaign: string,
   storage?: Storage,
 ): Promise<CampaignStatus> {
-  return statusOf(await loadCampaign(store, campaign), storage);
+  const meta = await loadCampaign(store, campaign);
+  return statusOf(meta, storage, await store.appStop(meta.appid, 'credentials'));
 }
 
 export async function allCampaignStatuses(
@@ -79,7 +83,7 @@ export async function allCampaignStatuses(
   const statuses: CampaignStatus[] = [];
   for (const id of await store.list()) {
     const meta = await store.get(id);
-    if (meta) statuses.push(statusOf(meta, storage));
+    if (meta) statuses.push(statusOf(meta, storage, await store.appStop(meta.appid, 'credentials')));
   }
   return statuses;
 }

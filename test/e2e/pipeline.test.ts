@@ -290,6 +290,27 @@ describe('a campaign end to end', () => {
     }
   });
 
+  it('keeps apps apart: one app refused by WeChat (40013) never stalls another', async () => {
+    const other = 'wxe2e0000000000002';
+    const ctx = setup({ WECHAT_APPS: `${other}:not-the-secret` });
+    const file = await inputFile('apps.txt', 'app-1\napp-2\napp-3\n');
+    const options = codeOptions({ kind: 'unlimited' });
+    await enqueue(ctx, 'good-app', file, options);
+    await enqueueCampaign({ redis, prefix: ctx.prefix, campaign: 'bad-app', appid: other, options, input: file });
+    const worker = await CodeWorker.start({ config: ctx.config });
+    try {
+      expect(await settled(ctx.store, 'good-app')).toMatchObject({ state: 'completed', done: 3 });
+      const bad = await waitFor('the refused app to be recorded', async () => {
+        const s = await campaignStatus(ctx.store, 'bad-app');
+        return s.appStopped && s;
+      });
+      // The refused app's rows wait untouched for its credentials to be fixed.
+      expect(bad).toMatchObject({ state: 'active', done: 0, failed: 0, pending: 3, appStopped: { errcode: 40013 } });
+    } finally {
+      await worker.close();
+    }
+  });
+
   it('keeps hostile scenes inside the storage prefix', async () => {
     const folder = await mkdtemp(path.join(dir, 'local-'));
     const ctx = setup({ WXACODE_STORAGE: path.join(folder, 'codes') });
