@@ -7,10 +7,12 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { campaignStatus, retryCampaign } from '../../src/campaign/operations.js';
 import { EnqueueError, enqueueCampaign } from '../../src/campaign/producer.js';
+import { jobsFor, queueName } from '../../src/campaign/queue.js';
 import { CampaignStore } from '../../src/campaign/store.js';
 import { CodeWorker } from '../../src/campaign/worker.js';
 import { type Config, loadConfig } from '../../src/config.js';
@@ -296,7 +298,14 @@ describe('a campaign end to end', () => {
     const file = await inputFile('apps.txt', 'app-1\napp-2\napp-3\n');
     const options = codeOptions({ kind: 'unlimited' });
     await enqueue(ctx, 'good-app', file, options);
-    await enqueueCampaign({ redis, prefix: ctx.prefix, campaign: 'bad-app', appid: other, options, input: file });
+    await enqueueCampaign({
+      redis,
+      prefix: ctx.prefix,
+      campaign: 'bad-app',
+      appid: other,
+      options,
+      input: file,
+    });
     const worker = await CodeWorker.start({ config: ctx.config });
     try {
       expect(await settled(ctx.store, 'good-app')).toMatchObject({ state: 'completed', done: 3 });
@@ -305,9 +314,45 @@ describe('a campaign end to end', () => {
         return s.appStopped && s;
       });
       // The refused app's rows wait untouched for its credentials to be fixed.
-      expect(bad).toMatchObject({ state: 'active', done: 0, failed: 0, pending: 3, appStopped: { errcode: 40013 } });
+      expect(bad).toMatchObject({
+        state: 'active',
+        done: 0,
+        failed: 0,
+        pending: 3,
+        appStopped: { errcode: 40013 },
+      });
     } finally {
       await worker.close();
+    }
+  });
+
+  it('fails a row with its last reason once BullMQ has used up its attempts on transient errors', async () => {
+    const ctx = setup();
+    const file = await inputFile('busy.txt', 'always-busy\n');
+    await enqueue(ctx, 'busy', file, codeOptions({ kind: 'unlimited' }));
+    // The same job with a short retry schedule, so the test does not wait minutes for BullMQ's backoff.
+    const queue = new Queue(queueName(APPID), { connection: redis, prefix: ctx.prefix });
+    await queue.obliterate({ force: true });
+    await queue.addBulk(
+      jobsFor('busy', ['always-busy']).map((job) => ({
+        ...job,
+        opts: { ...job.opts, attempts: 3, backoff: { type: 'fixed', delay: 10 } },
+      })),
+    );
+    await queue.close();
+    mock.configure({ faults: { busy: 1 } });
+    const worker = await CodeWorker.start({ config: ctx.config });
+    try {
+      const status = await settled(ctx.store, 'busy');
+      expect(status).toMatchObject({ state: 'completed', done: 0, failed: 1, pending: 0 });
+      expect(await ctx.store.rowStatus('busy', 'always-busy')).toEqual({
+        status: 'failed',
+        errcode: -1,
+        errmsg: expect.stringMatching(/system error.*\(after 3 attempts\)$/),
+      });
+    } finally {
+      await worker.close();
+      mock.configure({ faults: {} });
     }
   });
 
