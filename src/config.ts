@@ -320,6 +320,11 @@ export function loadConfig(
       bad('S3_FORCE_PATH_STYLE', `must be true or false, got "${s.S3_FORCE_PATH_STYLE}"`);
     else forcePathStyle = parsed;
   }
+  const region = s.AWS_REGION ?? DEFAULTS.AWS_REGION;
+  // The SDK only refuses a bad region at the first request, deep inside an upload.
+  if (!/^[a-z0-9]+(-[a-z0-9]+)*$/.test(region)) {
+    bad('AWS_REGION', `"${region}" is not a region name like us-east-1 or auto`);
+  }
   if (Boolean(s.AWS_ACCESS_KEY_ID) !== Boolean(s.AWS_SECRET_ACCESS_KEY)) {
     bad(
       s.AWS_ACCESS_KEY_ID ? 'AWS_SECRET_ACCESS_KEY' : 'AWS_ACCESS_KEY_ID',
@@ -343,7 +348,7 @@ export function loadConfig(
     s3: {
       endpoint: s.S3_ENDPOINT,
       forcePathStyle,
-      region: s.AWS_REGION ?? DEFAULTS.AWS_REGION,
+      region,
       credentials:
         s.AWS_ACCESS_KEY_ID && s.AWS_SECRET_ACCESS_KEY
           ? { accessKeyId: s.AWS_ACCESS_KEY_ID, secretAccessKey: new Secret(s.AWS_SECRET_ACCESS_KEY) }

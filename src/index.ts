@@ -11,6 +11,15 @@ export * from './campaign/worker.js';
 export * from './config.js';
 export { AppLimiter } from './limiter.js';
 export { createLogger, type Logger } from './log.js';
+export { WorkerMetrics, type WorkerMetricsOptions } from './metrics.js';
+export {
+  checkHealth,
+  type Health,
+  type MetricsServer,
+  type MetricsServerOptions,
+  startMetricsServer,
+  type WorkerState,
+} from './metrics-server.js';
 export * from './mock/index.js';
 export * from './storage/index.js';
 export { WechatClient } from './wechat/client.js';

@@ -1,5 +1,7 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, parseRateLimit, Secret } from '../src/config.js';
+import { ConfigError, DEFAULTS, loadConfig, parseRateLimit, SETTINGS, Secret } from '../src/config.js';
 
 function problemsOf(env: Record<string, string>): string[] {
   try {
@@ -57,6 +59,7 @@ describe('loadConfig', () => {
         WXACODE_STORAGE: 'ftp://x/y',
         S3_FORCE_PATH_STYLE: 'maybe',
         WXACODE_PREFIX: 'a:b',
+        AWS_REGION: 'eu west',
       }),
     ).toEqual([
       'REDIS_URL',
@@ -65,6 +68,7 @@ describe('loadConfig', () => {
       'WXACODE_RATE_LIMIT',
       'WXACODE_STORAGE',
       'S3_FORCE_PATH_STYLE',
+      'AWS_REGION',
     ]);
   });
 
@@ -94,5 +98,36 @@ describe('loadConfig', () => {
       expect((err as Error).message).toMatch(/^WECHAT_APPS: is not valid JSON/);
       expect((err as Error).message).not.toContain('sekrit');
     }
+  });
+});
+
+describe("the README's configuration table", () => {
+  const readme = readFileSync(path.resolve(import.meta.dirname, '../README.md'), 'utf8');
+  const section = readme.split(/^## /m).find((part) => part.startsWith('Configuration\n'))!;
+  /** variable → default cell, for each variable named in the table's first column. */
+  const rows = new Map<string, string>();
+  for (const line of section.split('\n').filter((l) => l.startsWith('| `'))) {
+    const [names, defaults] = line.split(' | ');
+    for (const [, name] of names!.matchAll(/`([A-Z][A-Z0-9_]*)`/g)) rows.set(name!, defaults!);
+  }
+  /** Read (and checked) outside src/config.ts: by the logger, and by src/local-redis.ts for `run`/`demo`/`watch`. */
+  const READ_ELSEWHERE = ['LOG_LEVEL', 'WXACODE_DEFAULT_REDIS_URL'];
+
+  it('lists every setting, and only settings', () => {
+    expect([...rows.keys()].sort()).toEqual([...SETTINGS, ...READ_ELSEWHERE].sort());
+  });
+
+  it('gives the defaults the code applies', () => {
+    for (const [name, value] of Object.entries(DEFAULTS)) {
+      expect(rows.get(name), name).toBe(`\`${value}\``);
+    }
+  });
+
+  it('accepts region names the SDK accepts and names one it would refuse', () => {
+    expect(loadConfig({ AWS_REGION: 'cn-northwest-1' }).s3.region).toBe('cn-northwest-1');
+    expect(loadConfig({ AWS_REGION: 'auto' }).s3.region).toBe('auto');
+    expect(() => loadConfig({ AWS_REGION: 'us-east-1 ' })).toThrow(
+      'AWS_REGION: "us-east-1 " is not a region name like us-east-1 or auto',
+    );
   });
 });

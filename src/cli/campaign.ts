@@ -2,6 +2,7 @@
 
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
+import { finished } from 'node:stream/promises';
 import { type Command, Option } from 'commander';
 import type { Redis } from 'ioredis';
 import { type ManifestFormat, writeManifestTo } from '../campaign/manifest.js';
@@ -16,7 +17,7 @@ import { type EnqueueResult, enqueueCampaign } from '../campaign/producer.js';
 import { SOURCE_FORMATS, type SourceFormat } from '../campaign/source.js';
 import { CampaignStore } from '../campaign/store.js';
 import { type Config, pickApp } from '../config.js';
-import { createStorage } from '../storage/index.js';
+import { createStorage, type Storage } from '../storage/index.js';
 import {
   type CodeOptions,
   codeOptions,
@@ -25,9 +26,11 @@ import {
   type EnvVersion,
   KINDS,
   type Kind,
+  MAX_WIDTH,
+  MIN_WIDTH,
   type Rgb,
 } from '../wechat/params.js';
-import { cliConfig, connectRedis, UsageError } from './context.js';
+import { cliConfig, connectRedis, parseInteger, ServiceError, UsageError } from './context.js';
 
 export interface CodeFlags {
   kind: Kind;
@@ -50,7 +53,7 @@ export interface EnqueueFlags extends CodeFlags {
 
 function parseColor(text: string): Rgb {
   const parts = text.split(',').map((p) => p.trim());
-  if (parts.length !== 3 || parts.some((p) => !/^\d{1,3}$/.test(p))) {
+  if (parts.length !== 3 || parts.some((p) => !/^\d{1,3}$/.test(p) || Number(p) > 255)) {
     throw new UsageError(`--line-color must be three numbers r,g,b from 0 to 255, got "${text}"`);
   }
   const [r, g, b] = parts.map(Number) as [number, number, number];
@@ -64,7 +67,7 @@ export function codeOptionsFromFlags(flags: CodeFlags): CodeOptions {
     page: flags.page,
     checkPath: flags.checkPath,
     envVersion: flags.envVersion,
-    width: flags.width === undefined ? undefined : Number(flags.width),
+    width: flags.width === undefined ? undefined : parseInteger('--width', flags.width, MIN_WIDTH, MAX_WIDTH),
     autoColor: flags.autoColor,
     lineColor: flags.lineColor === undefined ? undefined : parseColor(flags.lineColor),
     isHyaline: flags.hyaline,
@@ -111,51 +114,116 @@ export function printEnqueueResult(result: EnqueueResult): void {
   );
 }
 
-/** Enqueue from flags; invalid rows are listed on stderr as they are found. */
+/** What enqueue flags ask for, checked: the campaign options and the app. */
+export interface EnqueueTarget {
+  options: CodeOptions;
+  appid: string;
+}
+
+export function enqueueTargetFromFlags(config: Config, flags: EnqueueFlags): EnqueueTarget {
+  return { options: codeOptionsFromFlags(flags), appid: pickApp(config, flags.app) };
+}
+
+/**
+ * Enqueue from flags; invalid rows are listed on stderr as they are found. Pass `target` when the flags were
+ * checked already (before connecting to Redis, so a typo is reported as such even when Redis is down).
+ */
 export async function enqueueFromFlags(
   config: Config,
   redis: Redis,
   input: string,
   flags: EnqueueFlags,
+  { options, appid }: EnqueueTarget = enqueueTargetFromFlags(config, flags),
 ): Promise<EnqueueResult> {
-  const options = codeOptionsFromFlags(flags);
-  const appid = pickApp(config, flags.app);
-  return enqueueCampaign({
-    redis,
-    prefix: config.prefix,
-    campaign: flags.campaign,
-    appid,
-    options,
-    input,
-    format: flags.format,
-    column: flags.column,
-    skipInvalid: flags.skipInvalid,
-    storage: createStorage(config),
-    onInvalid: ({ line, problem }) =>
-      process.stderr.write(`${input === '-' ? 'stdin' : input}:${line}: ${problem}\n`),
-  });
+  // Storage is contacted only when the campaign is complete at once (its manifest is written then), so a
+  // storage outage does not stop an admin machine from queueing work.
+  const storage = createStorage(config);
+  try {
+    return await enqueueCampaign({
+      redis,
+      prefix: config.prefix,
+      campaign: flags.campaign,
+      appid,
+      options,
+      input,
+      format: flags.format,
+      column: flags.column,
+      skipInvalid: flags.skipInvalid,
+      storage,
+      onInvalid: ({ line, problem }) =>
+        process.stderr.write(`${input === '-' ? 'stdin' : input}:${line}: ${problem}\n`),
+    });
+  } finally {
+    await storage.close();
+  }
 }
 
 function formatStatus(s: CampaignStatus): string {
+  const settled = s.total === 0 ? 100 : Math.floor(((s.done + s.failed) / s.total) * 100);
   const lines = [
-    `campaign ${s.campaign} (${s.kind}, app ${s.appid}): ${s.state}`,
+    `campaign ${s.campaign} (${s.kind}, app ${s.appid}): ${s.state}, ${settled}% settled`,
     `  ${s.done} done, ${s.failed} failed, ${s.pending} pending of ${s.total}`,
   ];
   if (s.stopped) lines.push(`  stopped by errcode ${s.stopped.errcode}: ${s.stopped.errmsg}`);
+  if (s.appStopped) {
+    lines.push(
+      `  workers stopped working for app ${s.appid}: errcode ${s.appStopped.errcode}: ${s.appStopped.errmsg}`,
+    );
+  }
+  if (s.stopped || s.appStopped) lines.push(`  fix the cause, then run: wxacode retry ${s.campaign}`);
+  else if (s.failed > 0) lines.push(`  to queue the failed rows again: wxacode retry ${s.campaign}`);
   if (s.manifest) lines.push(`  manifest: ${s.manifest}`);
   return `${lines.join('\n')}\n`;
 }
 
-async function withStore<T>(
-  fn: (store: CampaignStore, redis: Redis, config: Config) => Promise<T>,
-): Promise<T> {
+interface CampaignContext {
+  config: Config;
+  redis: Redis;
+  store: CampaignStore;
+  /** For URLs only: nothing is contacted. */
+  storage: Storage;
+}
+
+async function withCampaigns<T>(fn: (ctx: CampaignContext) => Promise<T>): Promise<T> {
   const config = cliConfig();
   const redis = await connectRedis(config.redisUrl);
+  const storage = createStorage(config);
   try {
-    return await fn(new CampaignStore(redis, config.prefix), redis, config);
+    return await fn({ config, redis, store: new CampaignStore(redis, config.prefix), storage });
   } finally {
+    await storage.close();
     redis.disconnect();
   }
+}
+
+type Write = (text: string) => Promise<void>;
+
+/**
+ * Write to `file` through `fill`, with backpressure. The file is opened first, so a bad path is reported in one
+ * sentence naming it before anything else happens; a failed write later (a full disk) names it too.
+ */
+async function writeToFile(file: string, fill: (write: Write) => Promise<unknown>): Promise<void> {
+  const out = createWriteStream(file);
+  const problem = (err: unknown) => `cannot write --output ${file} (${(err as NodeJS.ErrnoException).code})`;
+  try {
+    await once(out, 'open');
+  } catch (err) {
+    throw new UsageError(problem(err));
+  }
+  try {
+    await fill(async (text) => {
+      if (!out.write(text)) await once(out, 'drain');
+    });
+    out.end();
+    await finished(out);
+  } catch (err) {
+    out.destroy();
+    throw (err as NodeJS.ErrnoException).syscall === 'write' ? new ServiceError(problem(err)) : err;
+  }
+}
+
+async function writeToStdout(text: string): Promise<void> {
+  if (!process.stdout.write(text)) await once(process.stdout, 'drain');
 }
 
 export function registerCampaignCommands(program: Command): void {
@@ -178,9 +246,10 @@ Examples:
     )
     .action(async (file: string, flags: EnqueueFlags) => {
       const config = cliConfig();
+      const target = enqueueTargetFromFlags(config, flags);
       const redis = await connectRedis(config.redisUrl);
       try {
-        printEnqueueResult(await enqueueFromFlags(config, redis, file, flags));
+        printEnqueueResult(await enqueueFromFlags(config, redis, file, flags, target));
       } finally {
         redis.disconnect();
       }
@@ -191,19 +260,26 @@ Examples:
     .summary('show how far a campaign (or every campaign) has come')
     .argument('[campaign]', 'campaign id (default: all campaigns)')
     .option('--json', 'print JSON: {campaign, state, total, done, failed, pending, stopped?, manifest?}')
-    .addHelpText('after', '\nExamples:\n  wxacode status\n  wxacode status spring-2026 --json')
+    .addHelpText(
+      'after',
+      `
+total = done + failed + pending; done counts codes stored now or found already stored.
+
+Examples:
+  wxacode status
+  wxacode status spring-2026 --json`,
+    )
     .action(async (campaign: string | undefined, flags: { json?: boolean }) => {
-      await withStore(async (store, _redis, config) => {
-        const storage = createStorage(config);
+      await withCampaigns(async ({ config, store, storage }) => {
         const statuses = campaign
           ? [await campaignStatus(store, campaign, storage)]
           : await allCampaignStatuses(store, storage);
         if (flags.json) {
-          process.stdout.write(`${JSON.stringify(campaign ? statuses[0] : statuses, null, 2)}\n`);
+          await writeToStdout(`${JSON.stringify(campaign ? statuses[0] : statuses, null, 2)}\n`);
         } else if (statuses.length === 0) {
-          process.stdout.write(`no campaigns under prefix ${config.prefix}\n`);
+          await writeToStdout(`no campaigns under prefix ${config.prefix}\n`);
         } else {
-          process.stdout.write(statuses.map(formatStatus).join(''));
+          await writeToStdout(statuses.map(formatStatus).join(''));
         }
       });
     });
@@ -216,20 +292,19 @@ Examples:
     .option('-o, --output <file>', 'write to a file instead of standard output')
     .addHelpText(
       'after',
-      '\nExamples:\n  wxacode export spring-2026 > manifest.csv\n  wxacode export spring-2026 --format jsonl --output manifest.jsonl',
+      `
+Columns: scene (or path), status (done, failed or pending), url, key, errcode, errmsg.
+
+Examples:
+  wxacode export spring-2026 > manifest.csv
+  wxacode export spring-2026 --format jsonl --output manifest.jsonl`,
     )
     .action(async (campaign: string, flags: { format: ManifestFormat; output?: string }) => {
-      await withStore(async (store, _redis, config) => {
+      await withCampaigns(async ({ store, storage }) => {
         const meta = await loadCampaign(store, campaign);
-        const out = flags.output ? createWriteStream(flags.output) : process.stdout;
-        const write = async (text: string) => {
-          if (!out.write(text)) await once(out, 'drain');
-        };
-        await writeManifestTo(store, createStorage(config), meta, flags.format, write);
-        if (flags.output) {
-          out.end();
-          await once(out, 'finish');
-        }
+        const fill = (write: Write) => writeManifestTo(store, storage, meta, flags.format, write);
+        if (flags.output) await writeToFile(flags.output, fill);
+        else await fill(writeToStdout);
       });
     });
 
@@ -237,12 +312,25 @@ Examples:
     .command('retry')
     .summary('queue the failed rows again, and resume a stopped campaign once its cause is fixed')
     .argument('<campaign>', 'campaign id')
-    .addHelpText('after', '\nExample:\n  wxacode retry spring-2026')
+    .addHelpText(
+      'after',
+      `
+Pending rows whose jobs were lost (a stopped campaign, an interrupted enqueue) are queued again too.
+
+Examples:
+  wxacode retry spring-2026
+  wxacode status spring-2026 --json   # then watch it settle`,
+    )
     .action(async (campaign: string) => {
-      await withStore(async (store, redis) => {
+      await withCampaigns(async ({ store, redis }) => {
+        const { failed } = await campaignStatus(store, campaign);
         const result = await retryCampaign(store, redis, campaign);
-        const resumed = result.resumedFrom ? ` (resumed after errcode ${result.resumedFrom.errcode})` : '';
-        process.stdout.write(`campaign ${campaign}: ${result.requeued} rows queued again${resumed}\n`);
+        const resumed = result.resumedFrom ? `; resumed after errcode ${result.resumedFrom.errcode}` : '';
+        // Pending rows are queued again too; those still in the queue keep their place (same job id).
+        await writeToStdout(
+          `campaign ${campaign}: ${result.requeued} rows queued again ` +
+            `(${failed} failed, ${result.requeued - failed} pending)${resumed}\n`,
+        );
       });
     });
 }

@@ -29,7 +29,7 @@ interface MockServerFlags {
 const FAULT_FLAGS = ['busy', 'html502', 'drop', 'slow', 'empty', 'truncated'] as const;
 
 const EXAMPLE = `
-Example:
+Examples:
   # a mock on port 8080 with a 250/10s cap, 5% busy answers and 1% dropped connections
   wxacode mock-server --port 8080 --rate 250/10s --busy 0.05 --drop 0.01 --seed 7
   # then, in another shell, point the worker at it

@@ -36,7 +36,7 @@ describe('wxacode mock-server', () => {
     expect(result.code).toBe(0);
     expect(result.stdout).toContain('--rate <rate>');
     expect(result.stdout).toContain('--truncated <fraction>');
-    expect(result.stdout).toContain('Example:');
+    expect(result.stdout).toContain('Examples:');
   });
 
   it('refuses a bad flag with exit code 2, naming it and never echoing a secret', async () => {
