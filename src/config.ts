@@ -357,18 +357,17 @@ export function loadConfig(
   };
 }
 
-/** The app a command works for: the one named, or the only one configured. */
-export function pickApp(config: Config, appid?: string): string {
-  if (appid !== undefined) {
+/** The apps a worker works for: those named (each must be configured), or every configured app. */
+export function workerApps(config: Config, wanted?: string[]): string[] {
+  for (const appid of wanted ?? []) {
     if (!config.apps.has(appid)) {
       throw new ConfigError([
         { setting: '--app', message: `appid ${appid} is not configured (WECHAT_APPID or WECHAT_APPS)` },
       ]);
     }
-    return appid;
   }
-  const [first, ...rest] = config.apps.keys();
-  if (first === undefined) {
+  const apps = wanted ?? [...config.apps.keys()];
+  if (apps.length === 0) {
     throw new ConfigError([
       {
         setting: 'WECHAT_APPID',
@@ -376,12 +375,18 @@ export function pickApp(config: Config, appid?: string): string {
       },
     ]);
   }
+  return apps;
+}
+
+/** The app a command works for: the one named, or the only one configured. */
+export function pickApp(config: Config, appid?: string): string {
+  const [first, ...rest] = workerApps(config, appid === undefined ? undefined : [appid]);
   if (rest.length > 0) {
     throw new ConfigError([
       { setting: '--app', message: `several apps are configured (${[first, ...rest].join(', ')}): name one` },
     ]);
   }
-  return first;
+  return first!;
 }
 
 /** A URL for messages: any password in it is masked. */

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import type { Redis } from 'ioredis';
 import { CodeWorker } from '../campaign/worker.js';
+import { workerApps } from '../config.js';
 import type { Logger } from '../log.js';
 import { WorkerMetrics } from '../metrics.js';
 import { type MetricsServer, startMetricsServer, type WorkerState } from '../metrics-server.js';
@@ -110,7 +111,7 @@ Examples:
       if (flags.metricsHost !== undefined && flags.metricsPort === undefined) {
         throw new UsageError('--metrics-host needs --metrics-port');
       }
-      const apps = flags.app ?? [...config.apps.keys()];
+      const apps = workerApps(config, flags.app);
 
       const redis = await connectRedis(config.redisUrl);
       let state: WorkerState = 'starting';

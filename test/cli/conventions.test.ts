@@ -255,6 +255,14 @@ describe('bad usage: one line naming the flag, exit 2, before Redis is contacted
     expectOneLine(await enqueue('--app', 'wxother'), 2, /^wxacode: --app: appid wxother is not configured/);
   });
 
+  it('names the missing app when a worker has none to work for', async () => {
+    expectOneLine(
+      await runCli(['worker'], { env: { ...deadRedis, WECHAT_APPID: undefined, WECHAT_SECRET: undefined } }),
+      2,
+      'wxacode: WECHAT_APPID: no mini program configured: set WECHAT_APPID and WECHAT_SECRET (or WECHAT_APPS)',
+    );
+  });
+
   it('reports Commander errors in the same form, with the hint to the help', async () => {
     expectUsage(
       await enqueue('--kind', 'barcode'),
