@@ -1,6 +1,7 @@
 /** Operations on existing campaigns: status and retry. The CLI is a thin shell over these. */
 import type { ConnectionOptions } from 'bullmq';
 import type { Storage } from '../storage/index.js';
+import { storeManifest } from './manifest.js';
 import { jobsFor, openQueue } from './queue.js';
 import type { CampaignMeta, CampaignState, CampaignStore, StopReason } from './store.js';
 
@@ -94,6 +95,8 @@ export interface RetryResult {
   requeued: number;
   /** The stop that was cleared, if the campaign was stopped. */
   resumedFrom?: CampaignStatus['stopped'];
+  /** The manifest key, when this retry stored a completed campaign's missing manifest. */
+  manifestStored?: string;
 }
 
 /**
@@ -105,6 +108,8 @@ export async function retryCampaign(
   store: CampaignStore,
   connection: ConnectionOptions,
   campaign: string,
+  /** Where a completed campaign's manifest goes, if it is still missing (storage was down when it completed). */
+  storage?: Storage,
 ): Promise<RetryResult> {
   const meta = await loadCampaign(store, campaign);
   if (meta.stop?.errcode === 45029) await store.clearAppStop(meta.appid, 'acQuota');
@@ -122,6 +127,10 @@ export async function retryCampaign(
   } finally {
     await queue.close();
   }
-  await store.finishEnqueue(campaign);
-  return { campaign, requeued, resumedFrom: stopOf(meta.stop) };
+  const completed = (await store.finishEnqueue(campaign)) === 'completed';
+  const manifestStored =
+    storage && (completed || (await store.state(campaign)) === 'completed') && !meta.manifestKey
+      ? await storeManifest(store, storage, campaign)
+      : undefined;
+  return { campaign, requeued, resumedFrom: stopOf(meta.stop), manifestStored };
 }

@@ -322,14 +322,15 @@ Examples:
   wxacode status spring-2026 --json   # then watch it settle`,
     )
     .action(async (campaign: string) => {
-      await withCampaigns(async ({ store, redis }) => {
+      await withCampaigns(async ({ store, redis, storage }) => {
         const { failed } = await campaignStatus(store, campaign);
-        const result = await retryCampaign(store, redis, campaign);
+        const result = await retryCampaign(store, redis, campaign, storage);
         const resumed = result.resumedFrom ? `; resumed after errcode ${result.resumedFrom.errcode}` : '';
         // Pending rows are queued again too; those still in the queue keep their place (same job id).
         await writeToStdout(
           `campaign ${campaign}: ${result.requeued} rows queued again ` +
-            `(${failed} failed, ${result.requeued - failed} pending)${resumed}\n`,
+            `(${failed} failed, ${result.requeued - failed} pending)${resumed}\n` +
+            (result.manifestStored ? `manifest stored: ${storage.url(result.manifestStored)}\n` : ''),
         );
       });
     });

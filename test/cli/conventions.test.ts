@@ -323,6 +323,18 @@ describe('services', () => {
       1,
       `wxacode: Cannot write to s3://codes/conventions at http://127.0.0.1:${port} (key ${APPID}/manifests/s3-empty.csv): ECONNREFUSED (connect ECONNREFUSED 127.0.0.1:${port}).`,
     );
+
+    // Once storage answers, retry stores the manifest the completion could not.
+    const up = await startS3('codes');
+    try {
+      const retried = await runCli(['retry', 's3-empty'], { env: env({ ...s3, ...up.env }) });
+      expect(retried.code, retried.stderr).toBe(0);
+      expect(retried.stdout).toContain(
+        `manifest stored: ${up.endpoint}/codes/conventions/${APPID}/manifests/s3-empty.csv`,
+      );
+    } finally {
+      await up.stop();
+    }
   });
 });
 
