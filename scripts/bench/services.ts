@@ -1,0 +1,253 @@
+/**
+ * The processes a benchmark run drives: the mock WeChat API and the workers run as CLI processes from source,
+ * the producer and the baselines as forked children, so each one's CPU time can be read apart from the others'
+ * in /proc on this 2-core machine.
+ */
+import { type ChildProcess, fork, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Redis } from 'ioredis';
+import { enqueueCampaign } from '../../src/campaign/producer.js';
+import { type CampaignMeta, CampaignStore } from '../../src/campaign/store.js';
+import { type MockAdmin, mockAdmin } from '../../src/mock/admin.js';
+import { spawnCli } from '../../test/helpers/cli.js';
+import { type ChildTask, CODE_OPTIONS, scenes } from './tasks.js';
+
+/** What every section runs against: one private Redis and one mock WeChat API for the whole run. */
+export interface Bench {
+  redisUrl: string;
+  redisPid: number;
+  /** A connection for the sections' own reads and enqueues. */
+  redis: Redis;
+  mock: MockProcess;
+  /** Scratch folder, removed at the end of the run. */
+  tmp: string;
+}
+
+/** Every benchmark app's AppSecret (the mock's apps are set per section). */
+export const BENCH_SECRET = 'bench-secret';
+
+/** The environment of `wxacode worker` processes working for `apps` against the run's Redis and mock. */
+export function workerEnv(
+  b: Bench,
+  settings: { prefix: string; apps: string[]; rate: string; storage: string },
+): Record<string, string> {
+  return {
+    REDIS_URL: b.redisUrl,
+    WXACODE_PREFIX: settings.prefix,
+    WECHAT_APPS: settings.apps.map((appid) => `${appid}:${BENCH_SECRET}`).join(','),
+    WECHAT_API_BASE_URL: b.mock.url,
+    WXACODE_RATE_LIMIT: settings.rate,
+    WXACODE_STORAGE: settings.storage,
+  };
+}
+
+/** Queue a campaign of `count` benchmark scenes for `appid`. */
+export async function enqueueScenes(
+  b: Bench,
+  prefix: string,
+  appid: string,
+  campaign: string,
+  count: number,
+): Promise<void> {
+  await enqueueCampaign({
+    redis: b.redis,
+    prefix,
+    campaign,
+    appid,
+    options: CODE_OPTIONS,
+    input: () => scenes(count),
+  });
+}
+
+/** Wait until a campaign completed; throws when it stopped. */
+export async function settled(
+  b: Bench,
+  prefix: string,
+  campaign: string,
+  timeoutMs: number,
+  everyMs = 100,
+): Promise<CampaignMeta> {
+  const store = new CampaignStore(b.redis, prefix);
+  const meta = await waitFor(
+    `campaign ${campaign} to complete`,
+    async () => {
+      const m = await store.get(campaign);
+      return m && (m.state === 'completed' || m.state === 'stopped') ? m : undefined;
+    },
+    timeoutMs,
+    everyMs,
+  );
+  if (meta.state === 'stopped') {
+    throw new Error(`campaign ${campaign} stopped: ${meta.stop?.errcode} ${meta.stop?.errmsg}`);
+  }
+  return meta;
+}
+
+const TICKS_PER_SECOND = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
+
+/** User + system CPU time a process has used so far (all its threads), in ms. */
+export function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The command name (field 2) may hold spaces; fields after its closing parenthesis start at field 3.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND;
+}
+
+/** CPU ms of each process between `start()` and `stop()`. */
+export function cpuMeter(pids: Record<string, number | number[]>) {
+  const read = () =>
+    Object.fromEntries(
+      Object.entries(pids).map(([name, p]) => [name, (Array.isArray(p) ? p : [p]).map(cpuMs)]),
+    );
+  const before = read();
+  return {
+    stop(): Record<string, number> {
+      const after = read();
+      return Object.fromEntries(
+        Object.entries(after).map(([name, ms]) => [
+          name,
+          ms.reduce((sum, value, i) => sum + value - before[name]![i]!, 0),
+        ]),
+      );
+    },
+  };
+}
+
+/** Keep the last lines a child wrote, to say why it failed. */
+function tail(child: ChildProcess): () => string {
+  let text = '';
+  const keep = (chunk: Buffer) => {
+    text = (text + chunk.toString('utf8')).slice(-4000);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  return () => text.trim();
+}
+
+function exited(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+}
+
+/** Resolve once `pattern` appears in the child's output; reject if it exits first. */
+function waitForOutput(child: ChildProcess, pattern: RegExp, what: string, timeoutMs: number) {
+  const lastWords = tail(child);
+  return new Promise<string>((resolve, reject) => {
+    let seen = '';
+    const timer = setTimeout(
+      () => reject(new Error(`${what} did not start within ${timeoutMs} ms: ${lastWords()}`)),
+      timeoutMs,
+    );
+    const onData = (chunk: Buffer) => {
+      seen += chunk.toString('utf8');
+      const match = pattern.exec(seen);
+      if (!match) return;
+      clearTimeout(timer);
+      child.stdout?.off('data', onData);
+      child.stderr?.off('data', onData);
+      resolve(match[0]);
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited with code ${code} before it was ready: ${lastWords()}`));
+    });
+  });
+}
+
+export interface MockProcess {
+  url: string;
+  pid: number;
+  admin: MockAdmin;
+  stop(): Promise<void>;
+}
+
+/** `wxacode mock-server` in its own process, with no cap; each section sets the apps and cap it needs. */
+export async function startMock(): Promise<MockProcess> {
+  const child = spawnCli(['mock-server', '--rate', 'none']);
+  const line = await waitForOutput(child, /\{"url":"[^"]+"\}/, 'the mock server', 30_000);
+  const { url } = JSON.parse(line) as { url: string };
+  return {
+    url,
+    pid: child.pid!,
+    admin: mockAdmin(url),
+    async stop() {
+      child.kill('SIGTERM');
+      await exited(child);
+    },
+  };
+}
+
+export interface WorkerFleet {
+  pids: number[];
+  /** SIGTERM every worker and wait for them; throws when one did not exit 0. */
+  stop(): Promise<void>;
+}
+
+/**
+ * `count` `wxacode worker` processes started at once; resolves when every one has said it started, so a
+ * campaign enqueued next reaches them all at the same moment.
+ */
+export async function startWorkers(
+  count: number,
+  env: Record<string, string>,
+  concurrency: number,
+): Promise<WorkerFleet> {
+  const children = Array.from({ length: count }, () =>
+    spawnCli(['worker', '--concurrency', String(concurrency)], { env: { ...env, LOG_LEVEL: 'info' } }),
+  );
+  const lastWords = children.map(tail);
+  const stop = async () => {
+    for (const child of children) child.kill('SIGTERM');
+    const codes = await Promise.all(children.map(exited));
+    const bad = codes.findIndex((code) => code !== 0);
+    if (bad !== -1) throw new Error(`worker ${bad} exited with code ${codes[bad]}: ${lastWords[bad]!()}`);
+  };
+  try {
+    await Promise.all(children.map((c, i) => waitForOutput(c, /worker started/, `worker ${i}`, 60_000)));
+  } catch (err) {
+    await stop().catch(() => undefined);
+    throw err;
+  }
+  return { pids: children.map((c) => c.pid!), stop };
+}
+
+const CHILD = path.join(import.meta.dirname, 'child.ts');
+
+/** Run one task of tasks.ts in a forked child and return what it reports. */
+export function runChild<T>(task: ChildTask): Promise<T> {
+  const child = fork(CHILD, [JSON.stringify(task)], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  });
+  const lastWords = tail(child);
+  return new Promise<T>((resolve, reject) => {
+    let result: T | undefined;
+    child.on('message', (message) => {
+      result = message as T;
+    });
+    child.once('exit', (code) => {
+      if (code === 0 && result !== undefined) resolve(result);
+      else reject(new Error(`bench task ${task.name} exited with code ${code}: ${lastWords()}`));
+    });
+  });
+}
+
+/** Poll `check` until it returns a value. */
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  timeoutMs: number,
+  everyMs = 100,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}

@@ -1,0 +1,203 @@
+/**
+ * What the forked children of a benchmark do (child.ts runs one), and the workload every section shares: the
+ * code options and the scenes. A child reports its own wall time, CPU time and peak RSS, so neither the parent's
+ * bookkeeping nor the in-process s3rver is counted against it. Modules only one task needs are imported by
+ * that task, so a child's peak RSS holds what its task loads and no more.
+ */
+import { readFileSync } from 'node:fs';
+import { Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import { jobsFor, openQueue, queueName } from '../../src/campaign/queue.js';
+import { type CodeOptions, codeOptions, MIN_WIDTH, requestBody } from '../../src/wechat/params.js';
+
+/**
+ * Transparent PNG at the least width: the cheapest image the mock draws (about 3 ms against 13 ms for its
+ * default 430 px JPEG), so that on 2 cores the mock, standing in for WeChat, leaves the CPU to our processes.
+ */
+export const CODE_OPTIONS: CodeOptions = codeOptions({
+  kind: 'unlimited',
+  page: 'pages/item/detail',
+  width: MIN_WIDTH,
+  isHyaline: true,
+});
+
+/** Row `i` of every benchmark campaign: a realistic scene, at most 32 characters. */
+export function sceneOf(i: number): string {
+  return `sku=${i}&ch=bench`;
+}
+
+export function* scenes(count: number): Generator<string> {
+  for (let i = 0; i < count; i++) yield sceneOf(i);
+}
+
+/** Rows per addBulk, the producer's default. */
+const CHUNK = 1000;
+
+export type ChildTask =
+  | {
+      name: 'put';
+      /** TestS3.env: endpoint and s3rver's credentials. */
+      s3Env: Record<string, string>;
+      /** The pipeline's app: its images hold the same text, so they have the same size. */
+      appid: string;
+      bucket: string;
+      keyPrefix: string;
+      count: number;
+      concurrency: number;
+    }
+  | { name: 'noop'; redisUrl: string; prefix: string; appid: string; count: number; concurrency: number }
+  | { name: 'enqueue'; redisUrl: string; prefix: string; appid: string; campaign: string; csv: string }
+  | { name: 'addBulk'; redisUrl: string; prefix: string; appid: string; campaign: string; count: number };
+
+export interface TaskResult {
+  count: number;
+  ms: number;
+  cpuMs: number;
+  /** VmHWM of the child at the end. */
+  peakRssMb: number;
+}
+
+function peakRssMb(): number {
+  const match = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'));
+  return Number(match?.[1] ?? 0) / 1024;
+}
+
+async function measured(count: number, run: () => Promise<void>): Promise<TaskResult> {
+  const cpu = process.cpuUsage();
+  const started = performance.now();
+  await run();
+  const ms = performance.now() - started;
+  const used = process.cpuUsage(cpu);
+  return { count, ms, cpuMs: (used.user + used.system) / 1000, peakRssMb: peakRssMb() };
+}
+
+/** Run `task(i)` for i in 0..count-1, `concurrency` at a time. */
+async function pool(count: number, concurrency: number, task: (i: number) => Promise<unknown>) {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < count) await task(next++);
+    }),
+  );
+}
+
+/** Plain PutObject of mock-sized images: what the S3 server takes at this concurrency, with no pipeline. */
+async function put(t: Extract<ChildTask, { name: 'put' }>): Promise<TaskResult> {
+  const { PutObjectCommand, S3Client } = await import('@aws-sdk/client-s3');
+  const { codeContent } = await import('../../src/mock/content.js');
+  const { renderCode } = await import('../../src/mock/image.js');
+  const { codeStyle } = await import('../../src/mock/requests.js');
+  const client = new S3Client({
+    endpoint: t.s3Env.S3_ENDPOINT,
+    forcePathStyle: true,
+    region: t.s3Env.AWS_REGION,
+    credentials: { accessKeyId: t.s3Env.AWS_ACCESS_KEY_ID!, secretAccessKey: t.s3Env.AWS_SECRET_ACCESS_KEY! },
+    // As in S3Storage: s3rver would store aws-chunked bodies verbatim.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+  const images = Array.from({ length: 16 }, (_, i) => {
+    const body = requestBody(CODE_OPTIONS, sceneOf(i));
+    return renderCode(codeContent(t.appid, 'unlimited', body), codeStyle('unlimited', body)).body;
+  });
+  try {
+    return await measured(t.count, () =>
+      pool(t.count, t.concurrency, (i) =>
+        client.send(
+          new PutObjectCommand({
+            Bucket: t.bucket,
+            Key: `${t.keyPrefix}/${i}.png`,
+            Body: images[i % images.length],
+            ContentType: 'image/png',
+          }),
+        ),
+      ),
+    );
+  } finally {
+    client.destroy();
+  }
+}
+
+async function addAll(redis: Redis, prefix: string, appid: string, campaign: string, count: number) {
+  const queue = openQueue(redis, prefix, appid);
+  let chunk: string[] = [];
+  for (const scene of scenes(count)) {
+    chunk.push(scene);
+    if (chunk.length === CHUNK) {
+      await queue.addBulk(jobsFor(campaign, chunk));
+      chunk = [];
+    }
+  }
+  if (chunk.length > 0) await queue.addBulk(jobsFor(campaign, chunk));
+  await queue.close();
+}
+
+/** A BullMQ worker that does nothing with the same jobs: the queue's own cost per job at this concurrency. */
+async function noop(t: Extract<ChildTask, { name: 'noop' }>): Promise<TaskResult> {
+  const redis = new Redis(t.redisUrl, { maxRetriesPerRequest: null });
+  await addAll(redis, t.prefix, t.appid, 'noop', t.count);
+  try {
+    return await measured(t.count, async () => {
+      let done = 0;
+      const worker = new Worker(queueName(t.appid), async () => undefined, {
+        connection: redis,
+        prefix: t.prefix,
+        concurrency: t.concurrency,
+      });
+      await new Promise<void>((resolve, reject) => {
+        worker.on('completed', () => {
+          if (++done === t.count) resolve();
+        });
+        worker.on('error', reject);
+      });
+      await worker.close();
+    });
+  } finally {
+    redis.disconnect();
+  }
+}
+
+async function enqueue(t: Extract<ChildTask, { name: 'enqueue' }>): Promise<TaskResult> {
+  const { enqueueCampaign } = await import('../../src/campaign/producer.js');
+  const redis = new Redis(t.redisUrl, { maxRetriesPerRequest: null });
+  try {
+    let enqueued = 0;
+    const result = await measured(0, async () => {
+      const answer = await enqueueCampaign({
+        redis,
+        prefix: t.prefix,
+        campaign: t.campaign,
+        appid: t.appid,
+        options: CODE_OPTIONS,
+        input: t.csv,
+      });
+      enqueued = answer.enqueued;
+    });
+    return { ...result, count: enqueued };
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** The same jobs as `enqueue`, added straight to BullMQ: the floor any producer on this Redis pays. */
+async function addBulk(t: Extract<ChildTask, { name: 'addBulk' }>): Promise<TaskResult> {
+  const redis = new Redis(t.redisUrl, { maxRetriesPerRequest: null });
+  try {
+    return await measured(t.count, () => addAll(redis, t.prefix, t.appid, t.campaign, t.count));
+  } finally {
+    redis.disconnect();
+  }
+}
+
+export function runTask(task: ChildTask): Promise<TaskResult> {
+  switch (task.name) {
+    case 'put':
+      return put(task);
+    case 'noop':
+      return noop(task);
+    case 'enqueue':
+      return enqueue(task);
+    case 'addBulk':
+      return addBulk(task);
+  }
+}
