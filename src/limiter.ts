@@ -11,15 +11,26 @@
  *   script runs or on the heartbeat (default 5 s), so the heartbeat is shortened: an emptied reservoir then
  *   costs at most a second, not five.
  * - Bottleneck re-creates its settings key when it vanishes (a flush, or a restart without persistence) by
- *   matching the error message `SETTINGS_KEY_NOT_FOUND` exactly; Redis 7 prefixes script errors with "ERR ",
- *   so that recovery never fires and every schedule() fails from then on (SGrondin/bottleneck#205). We detect
- *   the prefixed message and rebuild the limiter, whose init re-creates the settings.
- * - Bottleneck computes time with each client's `Date.now()`: worker machines need synchronised clocks.
+ *   matching the error message `SETTINGS_KEY_NOT_FOUND` exactly, and re-registers a client the cluster forgot
+ *   by matching `UNKNOWN_CLIENT`; Redis 7 prefixes script errors with "ERR ", so neither recovery fires and
+ *   every schedule() fails from then on (SGrondin/bottleneck#205). We detect the prefixed messages and rebuild
+ *   the limiter, whose init re-creates the settings and registers a new client. `UNKNOWN_CLIENT` is what every
+ *   process but the first sees after the keys are lost: the first one's rebuild already re-created the settings.
+ * - A rebuilt limiter starts with an empty reservoir, so the app makes no call for one window after its state
+ *   was lost. Calls other processes reserved under the lost state (each waits for its slot after the lost
+ *   `nextRequest`) still run until those processes notice, and fresh state would place new calls right on top of
+ *   them: up to one extra call per job in flight across the fleet. One quiet window lets them pass; the calls
+ *   the refilled reservoir releases are spaced again.
+ * - Bottleneck computes time with each client's `Date.now()`, and a slot is kept by a timer in the process that
+ *   reserved it, so a stalled process fires its call late, close to the next one. A sliding-window log of the
+ *   calls that actually start, kept in Redis by Redis's clock (`window-log.ts`), holds every call that would
+ *   overfill the window ending now until the oldest one leaves it.
  */
 import Bottleneck from 'bottleneck';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { RateLimit } from './config.js';
 import { type Logger, silentLogger } from './log.js';
+import { WindowLog } from './window-log.js';
 
 export interface AppLimiterOptions {
   redisUrl: string;
@@ -34,7 +45,9 @@ export interface AppLimiterOptions {
   logger?: Logger;
 }
 
-const LOST_SETTINGS = 'SETTINGS_KEY_NOT_FOUND';
+/** Bottleneck's errors when its Redis state is gone: the settings key, or this client's registration. */
+const LOST_STATE = /SETTINGS_KEY_NOT_FOUND|UNKNOWN_CLIENT/;
+const REPLACED = 'the rate limiter was rebuilt';
 
 export function defaultSlackMs(rate: RateLimit): number {
   return Math.max(rate.durationMs * 0.01, 100);
@@ -49,6 +62,10 @@ export class AppLimiter {
   readonly #options: AppLimiterOptions;
   readonly #logger: Logger;
   #limiter: Bottleneck;
+  /** Settles when this process's settings are in the cluster's state (see #build). */
+  #configured!: Promise<unknown>;
+  readonly #windowRedis: Redis;
+  readonly #window: WindowLog;
   #rebuilding: Promise<void> | undefined;
   #closed = false;
   /** How many times the limiter was rebuilt after losing its Redis state. */
@@ -58,9 +75,18 @@ export class AppLimiter {
     this.#options = options;
     this.#logger = options.logger ?? silentLogger;
     this.#limiter = this.#build();
+    this.#windowRedis = new Redis(options.redisUrl, { maxRetriesPerRequest: null });
+    this.#windowRedis.on('error', () => undefined);
+    this.#window = new WindowLog(
+      this.#windowRedis,
+      `${options.prefix}:window:${options.appid}`,
+      options.rate,
+      options.slackMs ?? defaultSlackMs(options.rate),
+    );
   }
 
-  #build(): Bottleneck {
+  /** `afterLoss`: the Redis state was lost; start with an empty reservoir (see above). */
+  #build(afterLoss = false): Bottleneck {
     const { rate, appid, redisUrl } = this.#options;
     const limiter = new Bottleneck({
       id: `limiter-${appid}`,
@@ -77,17 +103,27 @@ export class AppLimiter {
       clearDatastore: false,
       maxConcurrent: null,
       minTime: limiterSpacingMs(rate, this.#options.slackMs),
-      reservoir: rate.count,
+      reservoir: afterLoss ? 0 : rate.count,
       reservoirRefreshAmount: rate.count,
       reservoirRefreshInterval: rate.durationMs,
       heartbeatInterval: this.#options.heartbeatMs ?? 1000,
     });
     limiter.on('error', (err: Error) => this.#onError(err));
+    // Bottleneck applies its options only when it creates the cluster's state; a limiter joining existing state
+    // (another worker's, or one left from a run with another WXACODE_RATE_LIMIT) would keep the old spacing.
+    // (Bottleneck's typings say updateSettings returns the limiter; it returns a promise of it.)
+    this.#configured = Promise.resolve(
+      limiter.updateSettings({
+        minTime: limiterSpacingMs(rate, this.#options.slackMs),
+        reservoirRefreshAmount: rate.count,
+        reservoirRefreshInterval: rate.durationMs,
+      }),
+    ).catch((err: Error) => this.#onError(err));
     return limiter;
   }
 
   #onError(err: Error): void {
-    if (err.message.includes(LOST_SETTINGS)) {
+    if (LOST_STATE.test(err.message)) {
       void this.#rebuild();
       return;
     }
@@ -103,7 +139,10 @@ export class AppLimiter {
         'rate limiter state vanished from Redis; rebuilding it',
       );
       const old = this.#limiter;
-      this.#limiter = this.#build();
+      this.#limiter = this.#build(true);
+      // Jobs waiting in the old limiter would wait forever once it is disconnected: dropping them rejects their
+      // schedule() calls, which ask the new limiter.
+      old.stop({ dropWaitingJobs: true, dropErrorMessage: REPLACED }).catch(() => undefined);
       await old.disconnect(false).catch(() => undefined);
       await this.#limiter.ready();
     })().finally(() => {
@@ -118,6 +157,7 @@ export class AppLimiter {
     // outcome is kept so that such a failure never makes us run (and pay for) the call twice.
     let outcome: { ok: true; value: T } | { ok: false; error: unknown } | undefined;
     const task = async () => {
+      await this.#window.acquire();
       try {
         const value = await fn();
         outcome = { ok: true, value };
@@ -129,14 +169,16 @@ export class AppLimiter {
     };
     for (let attempt = 0; ; attempt++) {
       await this.#rebuilding;
+      await this.#configured;
       const limiter = this.#limiter;
       try {
         return await limiter.schedule(task);
       } catch (err) {
         if (outcome?.ok) return outcome.value;
         if (outcome) throw outcome.error;
-        const lost = err instanceof Error && err.message.includes(LOST_SETTINGS);
-        // A task queued on a limiter that a rebuild replaced fails with "Connection is closed": it never ran.
+        const lost = err instanceof Error && LOST_STATE.test(err.message);
+        // A task queued on a limiter that a rebuild replaced is dropped, or fails with "Connection is closed":
+        // it never ran.
         if (attempt < 3 && (lost || limiter !== this.#limiter)) {
           if (lost) await this.#rebuild();
           continue;
@@ -155,5 +197,6 @@ export class AppLimiter {
     this.#closed = true;
     await this.#rebuilding;
     await this.#limiter.disconnect(true).catch(() => undefined);
+    this.#windowRedis.disconnect();
   }
 }

@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { AppLimiter } from '../src/limiter.js';
+import { AppLimiter, limiterSpacingMs } from '../src/limiter.js';
+import { WindowLog } from '../src/window-log.js';
 import { connect, deletePrefix, testPrefix, testRedisUrl } from './helpers/redis.js';
 
 /** The largest number of timestamps inside any half-open window [t, t + windowMs). */
@@ -77,8 +78,52 @@ describe('AppLimiter', () => {
     expect(await redis.exists(`${prefix}:b_limiter-wxlost_settings`)).toBe(1);
   });
 
+  it('applies its own spacing to state another limiter left with other settings', async () => {
+    const old = new AppLimiter({
+      redisUrl: testRedisUrl(),
+      prefix,
+      appid: 'wxretuned',
+      rate: { count: 5, durationMs: 1000 },
+    });
+    await old.schedule(async () => undefined);
+    await old.close();
+    const retuned = limiter('wxretuned');
+    await retuned.schedule(async () => undefined);
+    const minTime = Number(await redis.hget(`${prefix}:b_limiter-wxretuned_settings`, 'minTime'));
+    expect(minTime).toBeCloseTo(limiterSpacingMs({ count: 10, durationMs: 500 }), 5);
+  });
+
   it('passes the task error through', async () => {
     const l = limiter('wxerr');
     await expect(l.schedule(async () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+  });
+});
+
+describe('WindowLog', () => {
+  const redis = connect();
+  const prefix = testPrefix();
+
+  afterAll(async () => {
+    await deletePrefix(redis, prefix);
+    redis.disconnect();
+  });
+
+  it('lets no more than the cap start in any window, holding the rest until the oldest leaves', async () => {
+    const a = new WindowLog(redis, `${prefix}:window:wxw`, { count: 3, durationMs: 250 }, 50);
+    const other = connect();
+    const b = new WindowLog(other, `${prefix}:window:wxw`, { count: 3, durationMs: 250 }, 50);
+    const times: number[] = [];
+    await Promise.all(
+      Array.from({ length: 8 }, (_, i) =>
+        (i % 2 ? a : b).acquire().then(() => {
+          times.push(Date.now());
+        }),
+      ),
+    );
+    expect(times).toHaveLength(8);
+    // The window is duration + slack long: 3 calls in any 300 ms, so 8 calls span at least two windows.
+    expect(maxInWindow(times, 300)).toBeLessThanOrEqual(3);
+    expect(Math.max(...times) - Math.min(...times)).toBeGreaterThanOrEqual(2 * 300 - 20);
+    other.disconnect();
   });
 });

@@ -3,17 +3,17 @@
  * limiter. For each job: skip codes already stored, call WeChat, upload, record. How each WeChat answer is
  * handled follows the reaction from the one table in `wechat/errors.ts`.
  */
-import { DelayedError, type Job, Queue, Worker } from 'bullmq';
+import { DelayedError, type Job, Queue, RateLimitError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
-import type { Config } from '../config.js';
-import { AppLimiter } from '../limiter.js';
+import { type Config, workerApps } from '../config.js';
+import { AppLimiter, defaultSlackMs } from '../limiter.js';
 import { type Logger, silentLogger } from '../log.js';
 import { createStorage, objectKey, type Storage } from '../storage/index.js';
 import { WechatClient } from '../wechat/client.js';
 import { isTransientError, isWechatError, type WechatError } from '../wechat/errors.js';
 import { TokenProvider } from '../wechat/token.js';
 import { storeManifest } from './manifest.js';
-import { type CodeJobData, queueName } from './queue.js';
+import { type CodeJobData, queueName, retryDelay } from './queue.js';
 import { type CampaignMeta, CampaignStore } from './store.js';
 
 /** Observations for metrics; every method optional. */
@@ -48,11 +48,14 @@ export interface CodeWorkerOptions {
   stalledIntervalMs?: number;
   /** Delay before retrying an upload when storage is unreachable (doubles up to 30 s). Default 1000 ms. */
   storageRetryMs?: number;
+  /** How long a WeChat call may wait for the answer's headers, and then for its body. Default 15 000 ms each. */
+  wechatTimeoutMs?: number;
 }
 
 const STORAGE_RETRY_MAX_MS = 30_000;
 
 class CampaignStopped extends Error {}
+class SlotMissed extends Error {}
 
 export class CodeWorker {
   readonly #o: CodeWorkerOptions;
@@ -63,13 +66,15 @@ export class CodeWorker {
   readonly #storage: Storage;
   readonly #tokens: TokenProvider;
   readonly #client: WechatClient;
+  /** How late after its limiter slot a call may still leave: half the limiter's slack. */
+  readonly #lateMs: number;
   readonly #apps = new Map<
     string,
     { worker: Worker<CodeJobData>; queue: Queue<CodeJobData>; limiter: AppLimiter }
   >();
   readonly #campaigns = new Map<string, Promise<CampaignMeta | undefined>>();
-  /** Upload failures per object key in this process, for the storage retry backoff. */
-  readonly #uploadRetries = new Map<string, number>();
+  /** Storage failures per object key in this process, for the storage retry backoff. */
+  readonly #storageRetries = new Map<string, number>();
   #closing: Promise<void> | undefined;
   #stoppedApps = new Set<string>();
   #resolveAllStopped!: () => void;
@@ -83,6 +88,7 @@ export class CodeWorker {
     this.#logger = options.logger ?? silentLogger;
     this.#hooks = options.hooks ?? {};
     const { config } = options;
+    this.#lateMs = defaultSlackMs(config.rateLimit) / 2;
     this.#connection = new Redis(config.redisUrl, { maxRetriesPerRequest: null });
     this.#connection.on('error', (err) => this.#logger.debug({ err: err.message }, 'redis connection error'));
     this.#store = new CampaignStore(this.#connection, config.prefix);
@@ -98,6 +104,8 @@ export class CodeWorker {
     this.#client = new WechatClient({
       baseUrl: config.wechatBaseUrl,
       tokens: this.#tokens,
+      headersTimeoutMs: options.wechatTimeoutMs,
+      bodyTimeoutMs: options.wechatTimeoutMs,
       hooks: { call: (info) => this.#hooks.call?.(info) },
     });
   }
@@ -108,10 +116,7 @@ export class CodeWorker {
    */
   static async start(options: CodeWorkerOptions): Promise<CodeWorker> {
     const { config } = options;
-    const apps = options.apps ?? [...config.apps.keys()];
-    if (apps.length === 0) {
-      throw new Error('no mini program configured: set WECHAT_APPID and WECHAT_SECRET (or WECHAT_APPS)');
-    }
+    const apps = workerApps(config, options.apps);
     const storage = createStorage(config, { logger: options.logger });
     await storage.checkWritable();
     const worker = new CodeWorker(options, storage);
@@ -146,6 +151,10 @@ export class CodeWorker {
         // A job whose worker was killed is stalled, not faulty: BullMQ's default (1) would fail it on the second
         // crash, and a failed job would leave its row pending with nobody working on it.
         maxStalledCount: 1000,
+        // The campaign's rows hash is the record of what happened; finished jobs would only cost memory.
+        removeOnComplete: { count: 0 },
+        removeOnFail: { count: 0 },
+        settings: { backoffStrategy: retryDelay },
       },
     );
     worker.on('error', (err) => this.#logger.warn({ err: err.message, appid }, 'worker error'));
@@ -164,6 +173,43 @@ export class CodeWorker {
   }
 
   async #process(appid: string, job: Job<CodeJobData>, token: string | undefined): Promise<string> {
+    try {
+      return await this.#processRow(appid, job, token);
+    } catch (err) {
+      if (err instanceof DelayedError || err instanceof RateLimitError) throw err;
+      return this.#onRetriableError(appid, job, err);
+    }
+  }
+
+  /**
+   * WeChat's retry reactions (refresh-token included: the client already refreshed once), network faults and
+   * anything unexpected (Redis going away mid-job): BullMQ retries with exponential backoff and jitter. On the
+   * last attempt the row is recorded as failed with the reason: a job BullMQ fails is removed, and its row would
+   * stay pending with nothing left to settle it.
+   */
+  async #onRetriableError(appid: string, job: Job<CodeJobData>, err: unknown): Promise<string> {
+    const wechat = isWechatError(err);
+    if (!wechat && !isTransientError(err)) {
+      this.#logger.warn(
+        { job: job.id, attempt: job.attemptsMade + 1, err: (err as Error).message },
+        'job failed unexpectedly; it will be retried',
+      );
+    }
+    const attempts = job.opts.attempts ?? 1;
+    const meta = await this.#campaign(job.data.c);
+    if (job.attemptsMade + 1 < attempts || !meta) throw err;
+    const errcode = wechat ? err.errcode : -1;
+    const errmsg = wechat ? err.errmsg : (err as Error).message;
+    this.#hooks.failed?.(appid, wechat ? String(errcode) : isTransientError(err) ? 'transient' : 'error');
+    await this.#settle(meta, job.data.v, {
+      status: 'failed',
+      errcode,
+      errmsg: `${errmsg} (after ${attempts} attempts)`,
+    });
+    return 'failed';
+  }
+
+  async #processRow(appid: string, job: Job<CodeJobData>, token: string | undefined): Promise<string> {
     const { c: campaign, v: value } = job.data;
     const meta = await this.#campaign(campaign);
     if (!meta) return 'unknown-campaign';
@@ -177,7 +223,14 @@ export class CodeWorker {
     }
 
     const key = objectKey({ appid, options: meta.options, value });
-    if (await this.#storage.exists(key)) {
+    let stored: boolean;
+    try {
+      stored = await this.#storage.exists(key);
+    } catch (err) {
+      return this.#retryStorageLater(key, 'lookup in', err, job, token);
+    }
+    if (stored) {
+      this.#storageRetries.delete(key);
       this.#hooks.alreadyStored?.(appid);
       await this.#settle(meta, value, { status: 'done' });
       return 'already-stored';
@@ -202,14 +255,24 @@ export class CodeWorker {
     const image = await this.#client.getCode(appid, meta.options, value, {
       // Every call (the retry after a token refresh included) waits for the app's shared limiter.
       gate: async (_appid, call) => {
-        const queuedAt = Date.now();
-        return limiter.schedule(async () => {
-          this.#hooks.limiterWait?.(appid, Date.now() - queuedAt);
-          // Checked again at the last moment: another worker may have stopped the campaign while this job
-          // waited, and a call for a stopped campaign is spent on a row that must fail the same way.
-          if ((await this.#store.state(meta.id)) === 'stopped') throw new CampaignStopped();
-          return call();
-        });
+        for (;;) {
+          const queuedAt = Date.now();
+          try {
+            return await limiter.schedule(async () => {
+              const slotAt = Date.now();
+              this.#hooks.limiterWait?.(appid, slotAt - queuedAt);
+              // Checked again at the last moment: another worker may have stopped the campaign while this job
+              // waited, and a call for a stopped campaign is spent on a row that must fail the same way.
+              if ((await this.#store.state(meta.id)) === 'stopped') throw new CampaignStopped();
+              // A slot is good only now. When Redis is slow to answer (restarting), every job whose slot comes
+              // up meanwhile would call at once when it answers, over the cap: give the slot up, take a new one.
+              if (Date.now() - slotAt > this.#lateMs) throw new SlotMissed();
+              return call();
+            });
+          } catch (err) {
+            if (!(err instanceof SlotMissed)) throw err;
+          }
+        }
       },
     });
     this.#hooks.generated?.(appid, meta.kind);
@@ -246,22 +309,6 @@ export class CodeWorker {
         default:
           break;
       }
-    } else if (!isTransientError(err)) {
-      throw err;
-    }
-    // retry, refresh-token (already refreshed once by the client) and transient failures: BullMQ retries with
-    // exponential backoff and jitter; on the last attempt the row is recorded as failed with the last reason.
-    const attempts = job.opts.attempts ?? 1;
-    if (job.attemptsMade + 1 >= attempts) {
-      const errcode = isWechatError(err) ? err.errcode : -1;
-      const errmsg = isWechatError(err) ? err.errmsg : (err as Error).message;
-      this.#hooks.failed?.(appid, isWechatError(err) ? String(errcode) : 'transient');
-      await this.#settle(meta, value, {
-        status: 'failed',
-        errcode,
-        errmsg: `${errmsg} (after ${attempts} attempts)`,
-      });
-      return 'failed';
     }
     throw err;
   }
@@ -306,22 +353,36 @@ export class CodeWorker {
     try {
       await this.#storage.put(key, image, contentTypeOf(image));
       this.#hooks.upload?.(Date.now() - started);
-      this.#uploadRetries.delete(key);
+      this.#storageRetries.delete(key);
       if (stashed) await this.#store.dropStash(key);
     } catch (err) {
-      // The SDK already retried. Keep the image (it cost an API call, and for A/C a unit of a lifetime quota)
-      // and come back later without using up an attempt: storage being down is not the row's fault.
+      // Keep the image: it cost an API call, and for A/C a unit of a lifetime quota.
       if (!stashed) await this.#store.stashImage(key, image);
-      const tries = (this.#uploadRetries.get(key) ?? 0) + 1;
-      this.#uploadRetries.set(key, tries);
-      const delay = Math.min(STORAGE_RETRY_MAX_MS, (this.#o.storageRetryMs ?? 1000) * 2 ** (tries - 1));
-      this.#logger.warn(
-        { key, err: (err as Error).message, retryInMs: delay },
-        `upload to ${this.#storage.description} failed; the image is kept and the upload will be retried`,
-      );
-      await job.moveToDelayed(Date.now() + delay, token);
-      throw new DelayedError();
+      await this.#retryStorageLater(key, 'upload to', err, job, token);
     }
+  }
+
+  /**
+   * Storage failed (the SDK already retried): come back to the job later without using up an attempt, with a
+   * backoff per object key. Storage being down is not the row's fault, and an outage longer than BullMQ's
+   * attempts would otherwise fail rows, or leave them pending once their job is removed.
+   */
+  async #retryStorageLater(
+    key: string,
+    action: string,
+    err: unknown,
+    job: Job<CodeJobData>,
+    token: string | undefined,
+  ): Promise<never> {
+    const tries = (this.#storageRetries.get(key) ?? 0) + 1;
+    this.#storageRetries.set(key, tries);
+    const delay = Math.min(STORAGE_RETRY_MAX_MS, (this.#o.storageRetryMs ?? 1000) * 2 ** (tries - 1));
+    this.#logger.warn(
+      { key, err: (err as Error).message, retryInMs: delay },
+      `${action} ${this.#storage.description} failed; the job will be retried without using up an attempt`,
+    );
+    await job.moveToDelayed(Date.now() + delay, token);
+    throw new DelayedError();
   }
 
   async #settle(

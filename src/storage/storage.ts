@@ -51,18 +51,24 @@ export const WRITE_CHECK_KEY = '.wxacode-write-check';
  * The write check both backends run: put the probe object under the root and read it back. It is left in
  * place, not deleted: a delete racing another worker's check on a server that keeps folders (s3rver removes
  * a folder it empties) makes that worker's write fail, and one small object per root costs nothing.
+ * Servers that write in place (s3rver again) can interleave two workers' simultaneous probes, so a read-back
+ * mismatch is tried again after a random pause before it counts.
  * Failures are the backend's StorageErrors, which name the target and the reason.
  */
-export async function checkRoundTrip(storage: Storage): Promise<void> {
+export async function checkRoundTrip(storage: Storage, tries = 3): Promise<void> {
   const body = Buffer.from('wxacode write check');
-  await storage.put(WRITE_CHECK_KEY, body, 'text/plain');
-  const back = await storage.get(WRITE_CHECK_KEY);
-  if (!back?.equals(body)) {
-    throw new StorageError(
-      storage.description,
-      `Cannot use ${storage.description}: what was written there read back differently.`,
-      'ReadBackMismatch',
-    );
+  for (let attempt = 1; ; attempt++) {
+    await storage.put(WRITE_CHECK_KEY, body, 'text/plain');
+    const back = await storage.get(WRITE_CHECK_KEY);
+    if (back?.equals(body)) return;
+    if (attempt >= tries) {
+      throw new StorageError(
+        storage.description,
+        `Cannot use ${storage.description}: what was written there read back differently.`,
+        'ReadBackMismatch',
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50 + Math.random() * 200));
   }
 }
 

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import type { Logger } from '../../src/log.js';
 import { createStorage, objectKey, type Storage, StorageError } from '../../src/storage/index.js';
-import { WRITE_CHECK_KEY } from '../../src/storage/storage.js';
+import { checkRoundTrip, WRITE_CHECK_KEY } from '../../src/storage/storage.js';
 import { codeOptions } from '../../src/wechat/params.js';
 import { freePort, removeDir } from '../helpers/redis-server.js';
 import { startS3, type TestS3 } from '../helpers/s3.js';
@@ -320,5 +320,40 @@ describe('local storage', () => {
     const { url } = await storage.put('wx1/~2Fx y.jpg', JPEG, 'image/jpeg');
     expect(url).toMatch(/^file:\/\//);
     expect(fileURLToPath(url)).toBe(path.join(tmp, root, 'wx1', '~2Fx y.jpg'));
+  });
+});
+
+describe('the write check', () => {
+  function flaky(badReads: number): Storage & { puts: number } {
+    let reads = 0;
+    let stored: Buffer = Buffer.alloc(0);
+    return {
+      description: 'flaky',
+      puts: 0,
+      async put(key, body) {
+        this.puts++;
+        stored = body;
+        return { key, url: key };
+      },
+      async get() {
+        return reads++ < badReads ? stored.subarray(0, 3) : stored;
+      },
+      checkWritable: async () => undefined,
+      exists: async () => true,
+      url: (key) => key,
+      close: async () => undefined,
+    };
+  }
+
+  it('tries a read-back mismatch again (two workers probing at once on a server that writes in place)', async () => {
+    const storage = flaky(2);
+    await checkRoundTrip(storage);
+    expect(storage.puts).toBe(3);
+  });
+
+  it('fails, naming the target, when the probe never reads back right', async () => {
+    await expect(checkRoundTrip(flaky(3))).rejects.toThrow(
+      'Cannot use flaky: what was written there read back differently.',
+    );
   });
 });
