@@ -9,6 +9,7 @@ import { type Config, workerApps } from '../config.js';
 import { AppLimiter, defaultSlackMs } from '../limiter.js';
 import { type Logger, silentLogger } from '../log.js';
 import { createStorage, objectKey, type Storage } from '../storage/index.js';
+import { imageTypeOf } from '../wechat/body.js';
 import { WechatClient } from '../wechat/client.js';
 import { isTransientError, isWechatError, type WechatError } from '../wechat/errors.js';
 import { TokenProvider } from '../wechat/token.js';
@@ -351,7 +352,8 @@ export class CodeWorker {
   ): Promise<void> {
     const started = Date.now();
     try {
-      await this.#storage.put(key, image, contentTypeOf(image));
+      // Every image here passed classifyBody (a stashed one did before it was stashed).
+      await this.#storage.put(key, image, imageTypeOf(image)!.contentType);
       this.#hooks.upload?.(Date.now() - started);
       this.#storageRetries.delete(key);
       if (stashed) await this.#store.dropStash(key);
@@ -432,8 +434,4 @@ export class CodeWorker {
     })();
     return this.#closing;
   }
-}
-
-function contentTypeOf(image: Buffer): string {
-  return image[0] === 0x89 ? 'image/png' : 'image/jpeg';
 }

@@ -97,7 +97,7 @@ export function classifyBody(
   kind: Kind,
   what = `the ${kind} code call`,
 ): CodeImage {
-  const type = IMAGE_TYPES.find((t) => startsWith(body, t.start));
+  const type = imageTypeOf(body);
   if (type) {
     if (
       body.length < type.start.length + type.end.length ||
@@ -118,6 +118,11 @@ export function classifyBody(
   }
   jsonAnswer({ status, body }, what, kind);
   throw new TransientError(`${what} answered errcode 0 without an image`, status);
+}
+
+/** The image type a body starts with, by its magic bytes (whether it is complete is classifyBody's business). */
+export function imageTypeOf(body: Buffer): (typeof IMAGE_TYPES)[number] | undefined {
+  return IMAGE_TYPES.find((t) => startsWith(body, t.start));
 }
 
 function startsWith(body: Buffer, magic: Buffer): boolean {
