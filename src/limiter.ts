@@ -88,6 +88,11 @@ export class AppLimiter {
   /** `afterLoss`: the Redis state was lost; start with an empty reservoir (see above). */
   #build(afterLoss = false): Bottleneck {
     const { rate, appid, redisUrl } = this.#options;
+    const spacing = {
+      minTime: limiterSpacingMs(rate, this.#options.slackMs),
+      reservoirRefreshAmount: rate.count,
+      reservoirRefreshInterval: rate.durationMs,
+    };
     const limiter = new Bottleneck({
       id: `limiter-${appid}`,
       datastore: 'ioredis',
@@ -102,23 +107,17 @@ export class AppLimiter {
       clientOptions: { keyPrefix: `${this.#options.prefix}:`, maxRetriesPerRequest: null },
       clearDatastore: false,
       maxConcurrent: null,
-      minTime: limiterSpacingMs(rate, this.#options.slackMs),
+      ...spacing,
       reservoir: afterLoss ? 0 : rate.count,
-      reservoirRefreshAmount: rate.count,
-      reservoirRefreshInterval: rate.durationMs,
       heartbeatInterval: this.#options.heartbeatMs ?? 1000,
     });
     limiter.on('error', (err: Error) => this.#onError(err));
     // Bottleneck applies its options only when it creates the cluster's state; a limiter joining existing state
     // (another worker's, or one left from a run with another WXACODE_RATE_LIMIT) would keep the old spacing.
     // (Bottleneck's typings say updateSettings returns the limiter; it returns a promise of it.)
-    this.#configured = Promise.resolve(
-      limiter.updateSettings({
-        minTime: limiterSpacingMs(rate, this.#options.slackMs),
-        reservoirRefreshAmount: rate.count,
-        reservoirRefreshInterval: rate.durationMs,
-      }),
-    ).catch((err: Error) => this.#onError(err));
+    this.#configured = Promise.resolve(limiter.updateSettings(spacing)).catch((err: Error) =>
+      this.#onError(err),
+    );
     return limiter;
   }
 
