@@ -1,3 +1,5 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { codeContent } from '../../src/mock/content.js';
@@ -35,13 +37,30 @@ async function errcode(kind: Kind, body: unknown, init?: RequestInit): Promise<n
 describe('code images', () => {
   it('binds to 127.0.0.1 by default, out of reach of other interfaces', async () => {
     expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
-    const external = Object.values(networkInterfaces())
-      .flat()
-      .find((nic) => nic && nic.family === 'IPv4' && !nic.internal);
-    if (external) {
-      const port = new URL(server.url).port;
-      await expect(fetch(`http://${external.address}:${port}/cgi-bin/token`)).rejects.toThrow();
+    // Another address of this machine, one that a server on every interface answers on: 127.0.0.2 (Linux
+    // routes all of 127/8 to lo) or an external interface, so the check runs on every machine.
+    const everywhere = createServer((_req, res) => res.end('ok'));
+    await new Promise<void>((resolve) => everywhere.listen(0, '0.0.0.0', resolve));
+    const control = (everywhere.address() as AddressInfo).port;
+    const candidates = [
+      '127.0.0.2',
+      ...Object.values(networkInterfaces())
+        .flat()
+        .filter((nic) => nic && nic.family === 'IPv4' && !nic.internal)
+        .map((nic) => nic!.address),
+    ];
+    let other: string | undefined;
+    for (const address of candidates) {
+      const res = await fetch(`http://${address}:${control}/`).catch(() => undefined);
+      if (res?.ok) {
+        other = address;
+        break;
+      }
     }
+    everywhere.close();
+    expect(other, `an address other than 127.0.0.1 among ${candidates.join(', ')}`).toBeDefined();
+    const port = new URL(server.url).port;
+    await expect(fetch(`http://${other}:${port}/cgi-bin/token`)).rejects.toThrow();
   });
 
   it('B: a JPEG of width×width (430 by default) whose QR code holds codeContent', async () => {
