@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { formatRateLimit } from '../config.js';
 import { silentLogger } from '../log.js';
-import { ENDPOINTS, KINDS, type Kind } from '../wechat/params.js';
+import type { Kind } from '../wechat/params.js';
 import { codeContent } from './content.js';
 import { FaultDice } from './faults.js';
 import { type CodeImage, renderCode } from './image.js';
@@ -21,7 +21,7 @@ import {
   mockPatchProblems,
 } from './options.js';
 import { AppQuota } from './quota.js';
-import { acKey, codeRequestProblem, codeStyle } from './requests.js';
+import { acKey, codeRequestProblem, codeStyle, KIND_BY_PATH } from './requests.js';
 import { AppStats, type MockStats } from './stats.js';
 import { TokenStore, type TokenTimes } from './tokens.js';
 
@@ -74,8 +74,6 @@ const ERRMSG: Record<number, string> = {
 const HTML_502 =
   '<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n' +
   '<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n';
-
-const KIND_BY_PATH = new Map<string, Kind>(KINDS.map((kind) => [ENDPOINTS[kind], kind]));
 
 /** WeChat's request id: three groups of hex, e.g. `66a0b1c2-0d1e2f30-4a5b6c7d`. */
 function rid(): string {
