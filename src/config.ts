@@ -133,7 +133,7 @@ export function parseStorage(text: string, cwd: string): StorageTarget | string 
     const bucket = slash === -1 ? rest : rest.slice(0, slash);
     const prefix = slash === -1 ? '' : rest.slice(slash + 1).replace(/^\/+|\/+$/g, '');
     if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
-      return `"${bucket}" is not a valid S3 bucket name (3-63 characters: a-z 0-9 . -)`;
+      return `"${redactUrl(bucket)}" is not a valid S3 bucket name (3-63 characters: a-z 0-9 . -)`;
     }
     if (prefix.split('/').some((part) => part === '.' || part === '..')) {
       return `the key prefix "${prefix}" must not contain "." or ".." segments`;
@@ -145,14 +145,14 @@ export function parseStorage(text: string, cwd: string): StorageTarget | string 
     try {
       dir = new URL(text).pathname;
     } catch {
-      return `"${text}" is not a valid file:// URL`;
+      return `"${redactUrl(text)}" is not a valid file:// URL`;
     }
     if (!path.isAbsolute(dir) || new URL(text).host !== '')
       return 'file:// URLs must be absolute: file:///abs/dir';
     return { type: 'local', dir: decodeURIComponent(dir) };
   }
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) {
-    return `unsupported scheme in "${text}"; expected s3://bucket/prefix, file:///abs/dir or a folder path`;
+    return `unsupported scheme in "${redactUrl(text)}"; expected s3://bucket/prefix, file:///abs/dir or a folder path`;
   }
   if (text.trim() === '') return 'is empty; expected s3://bucket/prefix, file:///abs/dir or a folder path';
   return { type: 'local', dir: path.resolve(cwd, text) };
@@ -160,7 +160,15 @@ export function parseStorage(text: string, cwd: string): StorageTarget | string 
 
 const APPID = /^[A-Za-z0-9_-]{1,64}$/;
 
-function parseApps(text: string, setting: string, problems: ConfigProblem[]): [string, string][] {
+/** One appid/secret pair as written; `at` is its 1-based position, the only way to name an entry that is malformed. */
+interface AppEntry {
+  at: number;
+  /** Undefined when the entry has no separator: then the whole entry may be a secret. */
+  appid?: string;
+  secret: string;
+}
+
+function parseApps(text: string, setting: string, problems: ConfigProblem[]): AppEntry[] {
   const trimmed = text.trim();
   if (trimmed.startsWith('{')) {
     let parsed: unknown;
@@ -175,25 +183,35 @@ function parseApps(text: string, setting: string, problems: ConfigProblem[]): [s
       problems.push({ setting, message: 'must be a JSON object mapping appid to secret' });
       return [];
     }
-    return Object.entries(parsed).map(([appid, secret]) => [appid, typeof secret === 'string' ? secret : '']);
+    return Object.entries(parsed).map(([appid, secret], i) => ({
+      at: i + 1,
+      appid,
+      secret: typeof secret === 'string' ? secret : '',
+    }));
   }
   return trimmed
     .split(/[,\n]/)
     .map((entry) => entry.trim())
     .filter(Boolean)
-    .map((entry) => {
+    .map((entry, i) => {
       const colon = entry.indexOf(':');
-      return colon === -1 ? [entry, ''] : [entry.slice(0, colon).trim(), entry.slice(colon + 1).trim()];
+      return colon === -1
+        ? { at: i + 1, secret: entry }
+        : { at: i + 1, appid: entry.slice(0, colon).trim(), secret: entry.slice(colon + 1).trim() };
     });
 }
 
 function collectApps(s: Settings, problems: ConfigProblem[]): Map<string, Secret> {
   const apps = new Map<string, Secret>();
-  const add = (appid: string, secret: string, setting: string) => {
-    if (!APPID.test(appid)) {
+  // A malformed entry is named by its position only: `wx…=SECRET`, or a bare AppSecret (32 hex digits, which
+  // also pass for an appid), would otherwise be echoed into logs.
+  const add = ({ at, appid, secret }: AppEntry, setting: string) => {
+    if (appid === undefined) {
+      problems.push({ setting, message: `entry ${at} is not appid:secret` });
+    } else if (!APPID.test(appid)) {
       problems.push({
         setting,
-        message: `"${appid.slice(0, 64)}" is not an appid (letters, digits, _ and -)`,
+        message: `entry ${at} does not start with an appid (letters, digits, _ and -)`,
       });
     } else if (secret === '') {
       problems.push({ setting, message: `appid ${appid} has no secret` });
@@ -204,12 +222,12 @@ function collectApps(s: Settings, problems: ConfigProblem[]): Map<string, Secret
   if (s.WECHAT_APPID || s.WECHAT_SECRET) {
     if (!s.WECHAT_APPID)
       problems.push({ setting: 'WECHAT_APPID', message: 'is missing while WECHAT_SECRET is set' });
-    else add(s.WECHAT_APPID, s.WECHAT_SECRET ?? '', 'WECHAT_SECRET');
+    else if (!APPID.test(s.WECHAT_APPID))
+      problems.push({ setting: 'WECHAT_APPID', message: 'is not an appid (letters, digits, _ and -)' });
+    else add({ at: 1, appid: s.WECHAT_APPID, secret: s.WECHAT_SECRET ?? '' }, 'WECHAT_SECRET');
   }
   if (s.WECHAT_APPS) {
-    for (const [appid, secret] of parseApps(s.WECHAT_APPS, 'WECHAT_APPS', problems)) {
-      add(appid, secret, 'WECHAT_APPS');
-    }
+    for (const entry of parseApps(s.WECHAT_APPS, 'WECHAT_APPS', problems)) add(entry, 'WECHAT_APPS');
   }
   if (s.WECHAT_APPS_FILE) {
     let text: string | undefined;
@@ -222,9 +240,7 @@ function collectApps(s: Settings, problems: ConfigProblem[]): Map<string, Secret
       });
     }
     if (text !== undefined) {
-      for (const [appid, secret] of parseApps(text, 'WECHAT_APPS_FILE', problems)) {
-        add(appid, secret, 'WECHAT_APPS_FILE');
-      }
+      for (const entry of parseApps(text, 'WECHAT_APPS_FILE', problems)) add(entry, 'WECHAT_APPS_FILE');
     }
   }
   return apps;
@@ -286,7 +302,7 @@ export function loadConfig(
 
   const wechatBaseUrl = s.WECHAT_API_BASE_URL ?? DEFAULTS.WECHAT_API_BASE_URL;
   const base = parseHttpUrl(wechatBaseUrl);
-  if (!base) bad('WECHAT_API_BASE_URL', `"${wechatBaseUrl}" is not an http(s) URL`);
+  if (!base) bad('WECHAT_API_BASE_URL', `"${redactUrl(wechatBaseUrl)}" is not an http(s) URL`);
 
   const tokenMode = s.WECHAT_TOKEN_MODE ?? DEFAULTS.WECHAT_TOKEN_MODE;
   if (tokenMode !== 'stable' && tokenMode !== 'classic') {
@@ -307,11 +323,11 @@ export function loadConfig(
 
   const publicBaseUrl = s.WXACODE_PUBLIC_BASE_URL;
   if (publicBaseUrl !== undefined && !parseHttpUrl(publicBaseUrl)) {
-    bad('WXACODE_PUBLIC_BASE_URL', `"${publicBaseUrl}" is not an http(s) URL`);
+    bad('WXACODE_PUBLIC_BASE_URL', `"${redactUrl(publicBaseUrl)}" is not an http(s) URL`);
   }
 
   if (s.S3_ENDPOINT !== undefined && !parseHttpUrl(s.S3_ENDPOINT)) {
-    bad('S3_ENDPOINT', `"${s.S3_ENDPOINT}" is not an http(s) URL`);
+    bad('S3_ENDPOINT', `"${redactUrl(s.S3_ENDPOINT)}" is not an http(s) URL`);
   }
   let forcePathStyle = s.S3_ENDPOINT !== undefined;
   if (s.S3_FORCE_PATH_STYLE !== undefined) {
@@ -389,13 +405,21 @@ export function pickApp(config: Config, appid?: string): string {
   return first!;
 }
 
-/** A URL for messages: any password in it is masked. */
+/**
+ * A URL for messages: any password in it is masked, and so is a lone user name (`redis://PASSWORD@host` is a
+ * common slip). Text that does not parse as a URL with a host (`user:pass@host:6379`, a password holding `/`
+ * or `?`) loses everything up to its last `@`, since where the password ends cannot be known.
+ */
 export function redactUrl(text: string): string {
-  try {
+  if (URL.canParse(text)) {
     const url = new URL(text);
-    if (url.password) url.password = '***';
-    return url.toString();
-  } catch {
-    return text.replace(/\/\/[^@/]*@/, '//***@');
+    if (url.host !== '') {
+      if (url.password) url.password = '***';
+      else if (url.username) url.username = '***';
+      return url.toString();
+    }
   }
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(text)?.[0] ?? '';
+  const at = text.lastIndexOf('@');
+  return at < scheme.length ? text : `${scheme}***${text.slice(at)}`;
 }

@@ -99,6 +99,53 @@ describe('loadConfig', () => {
       expect((err as Error).message).not.toContain('sekrit');
     }
   });
+
+  /** The message of the ConfigError that `env` raises. */
+  function messageOf(env: Record<string, string>): string {
+    try {
+      loadConfig(env, {}, '/srv');
+    } catch (err) {
+      if (err instanceof ConfigError) return err.message;
+      throw err;
+    }
+    return expect.unreachable();
+  }
+
+  it('names a WECHAT_APPS entry without ":" by its position, never echoing it', () => {
+    // `=` for `:`, and a bare 32-hex AppSecret that also looks like an appid.
+    const message = messageOf({
+      WECHAT_APPS: 'wx1:ok-one, wx2=sekrit-two, 0123456789abcdef0123456789abcdef',
+    });
+    expect(message).toContain('WECHAT_APPS: entry 2 is not appid:secret');
+    expect(message).toContain('WECHAT_APPS: entry 3 is not appid:secret');
+    expect(message).not.toContain('sekrit');
+    expect(message).not.toContain('0123456789abcdef');
+    expect(messageOf({ WECHAT_APPS: 'wx1:' })).toBe('WECHAT_APPS: appid wx1 has no secret');
+    expect(messageOf({ WECHAT_APPS: '{"wx1": "ok", "bad appid sekrit": "x"}' })).toBe(
+      'WECHAT_APPS: entry 2 does not start with an appid (letters, digits, _ and -)',
+    );
+  });
+
+  it('never echoes a password or key from a URL-like setting, even one that does not parse', () => {
+    const env = {
+      REDIS_URL: 'default:sekrit1@redis.example.com:6379',
+      WXACODE_STORAGE: 's3://AKIA:sekrit2@codes/x',
+      S3_ENDPOINT: 'ftp://u:sekrit3@minio',
+      WECHAT_API_BASE_URL: 'ftp://u:sekrit4@proxy',
+      WXACODE_PUBLIC_BASE_URL: 'cdn:sekrit5@x',
+    };
+    const message = messageOf(env);
+    expect(message.split('\n')).toHaveLength(Object.keys(env).length);
+    expect(message).not.toMatch(/sekrit/);
+    for (const url of [
+      'redis://:pa/sekrit@host:6379',
+      'redis://u:sekrit?x@host',
+      'redis://:sekrit@host:port',
+    ]) {
+      expect(messageOf({ REDIS_URL: url })).toMatch(/^REDIS_URL: "redis:\/\/\*\*\*@host[^"]*" is not/);
+    }
+    expect(messageOf({ WXACODE_STORAGE: 'https://u:sekrit@x/y' })).not.toContain('sekrit');
+  });
 });
 
 describe("the README's configuration table", () => {

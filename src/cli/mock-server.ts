@@ -46,13 +46,16 @@ function parseFraction(name: string, text: string): number {
 
 function parseApps(text: string): Record<string, string> {
   const apps: Record<string, string> = {};
-  for (const entry of text.split(',').map((part) => part.trim())) {
+  for (const [i, entry] of text
+    .split(',')
+    .map((part) => part.trim())
+    .entries()) {
     const colon = entry.indexOf(':');
-    // Name the appid only: the rest of the entry is a secret.
-    if (colon <= 0 || colon === entry.length - 1) {
-      throw new UsageError(
-        `--apps entry "${colon === -1 ? entry : entry.slice(0, colon)}" is not appid:secret`,
-      );
+    // Without a colon the whole entry may be a secret (`wx…=SECRET`): name it by its position. With one, name
+    // the appid only: the rest is the secret.
+    if (colon === -1) throw new UsageError(`--apps entry ${i + 1} is not appid:secret`);
+    if (colon === 0 || colon === entry.length - 1) {
+      throw new UsageError(`--apps entry "${entry.slice(0, colon)}" is not appid:secret`);
     }
     apps[entry.slice(0, colon)] = entry.slice(colon + 1);
   }

@@ -119,7 +119,8 @@ function faultProblems(faults: unknown): string[] {
 const CHECKS: { [K in keyof MockSettings]: (value: unknown) => string | undefined } = {
   apps(value) {
     if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-      return `apps must be an object mapping appid to secret, got ${show(value)}`;
+      // Not show(value): a string here is likely `appid:secret`.
+      return `apps must be an object mapping appid to secret, got ${Array.isArray(value) ? 'an array' : value === null ? 'null' : `a ${typeof value}`}`;
     }
     const entries = Object.entries(value);
     if (entries.length === 0) return 'apps must name at least one appid';

@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { describe, expect, it } from 'vitest';
-import { runCli, spawnCli } from '../helpers/cli.js';
+import { runCli, spawnCli } from '../../test-support/cli.js';
 import { classicToken, code, errorOf } from './calls.js';
 
 describe('wxacode mock-server', () => {
@@ -47,5 +47,10 @@ describe('wxacode mock-server', () => {
     expect(apps.code).toBe(2);
     expect(apps.stderr).toContain('--apps entry "wxbad" is not appid:secret');
     expect(apps.stderr).not.toContain('fine');
+    // `=` typed for `:`: the whole entry may be the secret, so only its position is named.
+    const equals = await runCli(['mock-server', '--apps', 'wxok:fine,wxbad=sekrit']);
+    expect(equals.code).toBe(2);
+    expect(equals.stderr).toContain('--apps entry 2 is not appid:secret');
+    expect(equals.stderr).not.toContain('sekrit');
   });
 });
