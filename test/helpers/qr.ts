@@ -12,6 +12,8 @@ export interface DecodedImage {
   height: number;
   /** RGBA, transparent pixels already composited onto white. */
   rgba: Uint8ClampedArray;
+  /** Whether the background (the top-left pixel, always in the quiet zone) is fully transparent. */
+  transparent: boolean;
 }
 
 /** Decode a JPEG or PNG (told apart by magic bytes, as the client must); undefined when it is neither. */
@@ -23,19 +25,37 @@ export function readImage(buf: Buffer): DecodedImage | undefined {
       width: image.width,
       height: image.height,
       rgba: new Uint8ClampedArray(image.data),
+      transparent: false,
     };
   }
   if (buf.length >= 4 && buf.readUInt32BE(0) === 0x89504e47) {
     const png = PNG.sync.read(buf);
+    const transparent = png.data[3] === 0;
     const rgba = new Uint8ClampedArray(png.data);
     for (let i = 0; i < rgba.length; i += 4) {
       const alpha = rgba[i + 3]! / 255;
       for (let c = i; c < i + 3; c++) rgba[c] = rgba[c]! * alpha + 255 * (1 - alpha);
       rgba[i + 3] = 255;
     }
-    return { type: 'png', width: png.width, height: png.height, rgba };
+    return { type: 'png', width: png.width, height: png.height, rgba, transparent };
   }
   return undefined;
+}
+
+/**
+ * The colour of the dark modules: sampled in the middle of the top edge of the top-left finder pattern, away
+ * from the module edges JPEG blurs. Needs a line colour well darker than the background.
+ */
+export function inkColor({ rgba, width }: DecodedImage): { r: number; g: number; b: number } {
+  const dark = (pixel: number) => rgba[pixel * 4]! + rgba[pixel * 4 + 1]! + rgba[pixel * 4 + 2]! < 600;
+  let first = 0;
+  while (!dark(first)) first++;
+  // The finder's top edge is 7 modules wide, which gives the module size.
+  let run = 0;
+  while (dark(first + run)) run++;
+  const half = Math.floor(run / 14);
+  const inside = (first + half + half * width) * 4;
+  return { r: rgba[inside]!, g: rgba[inside + 1]!, b: rgba[inside + 2]! };
 }
 
 /** The text of the QR code in a JPEG or PNG, or null when it is not an image or holds no readable code. */

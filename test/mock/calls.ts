@@ -1,5 +1,12 @@
 /** Raw HTTP calls to the mock WeChat API, the way any client would make them, for the mock's own tests. */
-import { ENDPOINTS, type Kind } from '../../src/wechat/params.js';
+import type { Kind } from '../../src/wechat/params.js';
+
+/** Written from docs/wechat-api.md, not taken from the client, so a wrong client path cannot hide here. */
+const ENDPOINTS: Record<Kind, string> = {
+  unlimited: '/wxa/getwxacodeunlimit',
+  code: '/wxa/getwxacode',
+  qrcode: '/cgi-bin/wxaapp/createwxaqrcode',
+};
 
 export const APPID = 'wxmock00000000001';
 export const SECRET = 'mock-secret';
