@@ -69,3 +69,11 @@ export function decodeImage(buf: Buffer): string | null {
   if (!image) return null;
   return jsQR(image.rgba, image.width, image.height)?.data ?? null;
 }
+
+/** The largest difference of one channel: JPEG keeps colours only nearly, so compare within a margin. */
+export function colorDistance(
+  a: { r: number; g: number; b: number },
+  b: { r: number; g: number; b: number },
+): number {
+  return Math.max(Math.abs(a.r - b.r), Math.abs(a.g - b.g), Math.abs(a.b - b.b));
+}

@@ -4,7 +4,7 @@ import { networkInterfaces } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type MockServer, startMockServer } from '../../src/mock/server.js';
 import type { Kind } from '../../src/wechat/params.js';
-import { decodeImage, inkColor, readImage } from '../helpers/qr.js';
+import { colorDistance, decodeImage, inkColor, readImage } from '../helpers/qr.js';
 import { APPID, call, classicToken, code, errorOf } from './calls.js';
 
 let server: MockServer;
@@ -69,7 +69,7 @@ describe('code images', () => {
     expect(answer.type).toBe('image/jpeg');
     const image = readImage(answer.body)!;
     expect(image).toMatchObject({ type: 'jpeg', width: 430, height: 430, transparent: false });
-    expectNear(inkColor(image), { r: 0, g: 0, b: 0 });
+    expect(colorDistance(inkColor(image), { r: 0, g: 0, b: 0 })).toBeLessThan(24);
     expect(decodeImage(answer.body)).toBe(
       `wxacode|${APPID}|unlimited|page=pages/item/detail|scene=${body.scene}|env=trial`,
     );
@@ -94,7 +94,9 @@ describe('code images', () => {
     // PNG keeps colours exactly; JPEG only nearly.
     const png = await image({ scene: 'c', line_color: darkBlue, is_hyaline: true });
     expect(inkColor(png)).toEqual(darkBlue);
-    expectNear(inkColor(await image({ scene: 'c', line_color: darkBlue })), darkBlue);
+    expect(colorDistance(inkColor(await image({ scene: 'c', line_color: darkBlue })), darkBlue)).toBeLessThan(
+      24,
+    );
     const auto = inkColor(
       await image({ scene: 'c', line_color: darkBlue, auto_color: true, is_hyaline: true }),
     );
@@ -120,18 +122,11 @@ describe('code images', () => {
     expect(answer.type).toBe('image/jpeg');
     const image = readImage(answer.body)!;
     expect(image).toMatchObject({ width: 430, height: 430, transparent: false });
-    expectNear(inkColor(image), { r: 0, g: 0, b: 0 });
+    expect(colorDistance(inkColor(image), { r: 0, g: 0, b: 0 })).toBeLessThan(24);
     expect(decodeImage(answer.body)).toBe(`wxacode|${APPID}|qrcode|path=pages/item/detail?id=2`);
     expect(Number(answer.headers.get('num-used'))).toBeGreaterThan(0);
   });
 });
-
-/** JPEG keeps colours only nearly. */
-function expectNear(actual: { r: number; g: number; b: number }, expected: typeof actual): void {
-  for (const channel of ['r', 'g', 'b'] as const) {
-    expect(Math.abs(actual[channel] - expected[channel]), channel).toBeLessThan(24);
-  }
-}
 
 describe('errors, as JSON with HTTP 200', () => {
   it('40001 for a missing or unknown token', async () => {
