@@ -11,29 +11,12 @@
  */
 import type { Redis } from 'ioredis';
 import type { RateLimit } from './config.js';
+import { defineScripts, luaScript, type ScriptedRedis } from './lua.js';
 
-// KEYS: the log. ARGV: window (ms), count, member. Returns 0 when the call may start (and logs it), else the
-// milliseconds until the oldest logged call leaves the window.
-const ACQUIRE = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], window)
-  return 0
-end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + window - now + 1)
-`;
-
-type WindowRedis = Redis & {
-  wxWindowAcquire(key: string, window: number, count: number, member: string): Promise<number>;
-};
+const SCRIPTS = { wxWindowAcquire: luaScript('acquireWindow', 1) };
 
 export class WindowLog {
-  readonly #redis: WindowRedis;
+  readonly #redis: ScriptedRedis<keyof typeof SCRIPTS>;
   #sequence = 0;
   readonly #id = Math.random().toString(36).slice(2);
 
@@ -44,21 +27,19 @@ export class WindowLog {
     readonly rate: RateLimit,
     readonly slackMs: number,
   ) {
-    if (!('wxWindowAcquire' in redis))
-      redis.defineCommand('wxWindowAcquire', { numberOfKeys: 1, lua: ACQUIRE });
-    this.#redis = redis as WindowRedis;
+    this.#redis = defineScripts(redis, SCRIPTS);
   }
 
   /** Resolves when one more call fits in the window; the call is then logged as started. */
   async acquire(): Promise<void> {
     const member = `${this.#id}:${++this.#sequence}`;
     for (;;) {
-      const waitMs = await this.#redis.wxWindowAcquire(
+      const waitMs = (await this.#redis.wxWindowAcquire(
         this.key,
         this.rate.durationMs + this.slackMs,
         this.rate.count,
         member,
-      );
+      )) as number;
       if (waitMs === 0) return;
       await new Promise((resolve) => setTimeout(resolve, waitMs));
     }

@@ -11,11 +11,12 @@
  * - `stash:<hash of object key>` a generated image whose upload failed, kept for a day so that the next
  *                               attempt uploads it instead of paying WeChat for it again
  *
- * Counters change only inside Lua scripts, together with the row they count, so `done + failed + pending`
- * always equals `total` however many workers race on one row.
+ * Counters change only inside the Lua scripts of src/lua, together with the row they count, so
+ * `done + failed + pending` always equals `total` however many workers race on one row.
  */
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { defineScripts, luaScript, type ScriptedRedis } from '../lua.js';
 import type { CodeOptions, Kind } from '../wechat/params.js';
 
 export type CampaignState = 'enqueuing' | 'active' | 'stopped' | 'completed';
@@ -53,127 +54,58 @@ export function campaignIdProblem(id: string): string | undefined {
   return CAMPAIGN_ID.test(id) ? undefined : `campaign id "${id}" must be 1-64 letters, digits, _ or -`;
 }
 
+/** A row's status in the rows hash: these letters, a failure followed by `<errcode>|<errmsg>`. */
+export const ROW_STATUS = { pending: 'p', done: 'd', failed: 'f' } as const;
+
+/** What addRows answers per value. */
+export const ADD_RESULT = { added: 1, alreadyPending: 0, alreadySettled: 2 } as const;
+
+/** What finishEnqueue and markRow answer: `completed` goes to the one caller that completed the campaign. */
+export const SETTLE_RESULT = { completed: 'completed', open: 'open', unknown: 'unknown' } as const;
+
 export function encodeStatus(row: RowStatus): string {
-  if (row.status === 'pending') return 'p';
-  if (row.status === 'done') return 'd';
-  return `f${row.errcode}|${row.errmsg}`;
+  if (row.status === 'pending') return ROW_STATUS.pending;
+  if (row.status === 'done') return ROW_STATUS.done;
+  return `${ROW_STATUS.failed}${row.errcode}|${row.errmsg}`;
 }
 
 export function decodeStatus(raw: string | null | undefined): RowStatus | undefined {
   if (!raw) return undefined;
-  if (raw === 'p') return { status: 'pending' };
-  if (raw === 'd') return { status: 'done' };
+  if (raw === ROW_STATUS.pending) return { status: 'pending' };
+  if (raw === ROW_STATUS.done) return { status: 'done' };
   const bar = raw.indexOf('|');
   return { status: 'failed', errcode: Number(raw.slice(1, bar)), errmsg: raw.slice(bar + 1) };
 }
 
-// Shared by the scripts below: a campaign whose every row is done or failed, and that is no longer being
-// enqueued into, is completed. Returns 'completed' exactly once, to the caller that completed it.
-const COMPLETE_IF_SETTLED = `
-local function complete_if_settled(meta, now)
-  local m = redis.call('HMGET', meta, 'state', 'total', 'done', 'failed')
-  if m[1] == 'active' and tonumber(m[2]) == tonumber(m[3]) + tonumber(m[4]) then
-    redis.call('HSET', meta, 'state', 'completed', 'completedAt', now)
-    return 'completed'
-  end
-  return 'open'
-end
-`;
+/** The values above under the names the scripts in src/lua read them by. */
+const LUA_CONSTANTS = {
+  PENDING: ROW_STATUS.pending,
+  DONE: ROW_STATUS.done,
+  FAILED: ROW_STATUS.failed,
+  ADDED: ADD_RESULT.added,
+  ALREADY_PENDING: ADD_RESULT.alreadyPending,
+  ALREADY_SETTLED: ADD_RESULT.alreadySettled,
+  COMPLETED: SETTLE_RESULT.completed,
+  OPEN: SETTLE_RESULT.open,
+  UNKNOWN: SETTLE_RESULT.unknown,
+};
 
 const SCRIPTS = {
-  // KEYS: meta, index. ARGV: id, appid, kind, options JSON, now.
-  wxCreateCampaign: {
-    numberOfKeys: 2,
-    lua: `
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'appid', ARGV[2], 'kind', ARGV[3], 'options', ARGV[4],
-    'state', 'enqueuing', 'total', 0, 'done', 0, 'failed', 0, 'createdAt', ARGV[5])
-  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
-  return {'created', 'new'}
-end
-local m = redis.call('HMGET', KEYS[1], 'appid', 'options', 'state')
-if m[1] ~= ARGV[2] or m[2] ~= ARGV[4] then
-  return {'conflict', m[3]}
-end
-if m[3] == 'stopped' then return {'stopped', m[3]} end
-redis.call('HSET', KEYS[1], 'state', 'enqueuing')
-return {'exists', m[3]}
-`,
-  },
-  // KEYS: meta, rows, order. ARGV: values. Returns per value 1 new, 0 already pending, 2 already settled.
-  wxAddRows: {
-    numberOfKeys: 3,
-    lua: `
-local result = {}
-local added = 0
-for i, v in ipairs(ARGV) do
-  if redis.call('HSETNX', KEYS[2], v, 'p') == 1 then
-    redis.call('RPUSH', KEYS[3], v)
-    result[i] = 1
-    added = added + 1
-  elseif redis.call('HGET', KEYS[2], v) == 'p' then
-    result[i] = 0
-  else
-    result[i] = 2
-  end
-end
-if added > 0 then redis.call('HINCRBY', KEYS[1], 'total', added) end
-return result
-`,
-  },
-  // KEYS: meta. ARGV: now.
-  wxFinishEnqueue: {
-    numberOfKeys: 1,
-    lua: `${COMPLETE_IF_SETTLED}
-if redis.call('HGET', KEYS[1], 'state') == 'enqueuing' then
-  redis.call('HSET', KEYS[1], 'state', 'active')
-end
-return complete_if_settled(KEYS[1], ARGV[1])
-`,
-  },
-  // KEYS: meta, rows. ARGV: value, new status, now. A done row stays done: its image is stored.
-  wxMarkRow: {
-    numberOfKeys: 2,
-    lua: `${COMPLETE_IF_SETTLED}
-local old = redis.call('HGET', KEYS[2], ARGV[1])
-if not old then return 'unknown' end
-local o = string.sub(old, 1, 1)
-local n = string.sub(ARGV[2], 1, 1)
-if o == 'd' then return 'open' end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-if o ~= n then
-  if o == 'f' then redis.call('HINCRBY', KEYS[1], 'failed', -1) end
-  if n == 'd' then redis.call('HINCRBY', KEYS[1], 'done', 1) elseif n == 'f' then redis.call('HINCRBY', KEYS[1], 'failed', 1) end
-end
-return complete_if_settled(KEYS[1], ARGV[3])
-`,
-  },
-  // KEYS: meta. ARGV: errcode, errmsg, now. Only a running campaign can be stopped.
-  wxStopCampaign: {
-    numberOfKeys: 1,
-    lua: `
-local state = redis.call('HGET', KEYS[1], 'state')
-if state ~= 'active' and state ~= 'enqueuing' then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'stopped', 'stopErrcode', ARGV[1], 'stopErrmsg', ARGV[2], 'stoppedAt', ARGV[3])
-return 1
-`,
-  },
-} as const;
-
-type ScriptName = keyof typeof SCRIPTS;
-type ScriptRedis = Redis & Record<ScriptName, (...args: (string | number)[]) => Promise<unknown>>;
+  wxCreateCampaign: luaScript('createCampaign', 2),
+  wxAddRows: luaScript('addRows', 3, LUA_CONSTANTS),
+  wxFinishEnqueue: luaScript('finishEnqueue', 1, LUA_CONSTANTS),
+  wxMarkRow: luaScript('markRow', 2, LUA_CONSTANTS),
+  wxStopCampaign: luaScript('stopCampaign', 1),
+};
 
 export class CampaignStore {
-  readonly #redis: ScriptRedis;
+  readonly #redis: ScriptedRedis<keyof typeof SCRIPTS>;
 
   constructor(
     redis: Redis,
     readonly prefix: string,
   ) {
-    for (const [name, script] of Object.entries(SCRIPTS)) {
-      if (!(name in redis)) redis.defineCommand(name, script);
-    }
-    this.#redis = redis as ScriptRedis;
+    this.#redis = defineScripts(redis, SCRIPTS);
   }
 
   get redis(): Redis {
@@ -220,7 +152,7 @@ export class CampaignStore {
     return { outcome: outcome as 'created' | 'exists', resumed: previous === 'enqueuing' };
   }
 
-  /** Record rows; per value: 1 new, 0 already recorded and pending, 2 already done or failed. */
+  /** Record rows; per value an ADD_RESULT: added, already recorded and pending, or already done or failed. */
   async addRows(id: string, values: string[]): Promise<number[]> {
     if (values.length === 0) return [];
     const k = this.#keys(id);

@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import { type Dispatcher, Pool } from 'undici';
 import type { Secret, TokenMode } from '../config.js';
+import { defineScripts, luaScript, type ScriptedRedis } from '../lua.js';
 import { exchange, jsonAnswer } from './body.js';
 import { TransientError } from './errors.js';
 
@@ -54,13 +55,13 @@ const POLL_MS = 50;
 /** After a failed early refresh, keep using the valid token this long before trying again. */
 const RETRY_REFRESH_MS = 5_000;
 
-const COMPARE_AND_DELETE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
-const DROP_TOKEN = `local v = redis.call('GET', KEYS[1])
-if v and cjson.decode(v).token == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0`;
+const SCRIPTS = {
+  wxReleaseTokenLock: luaScript('releaseTokenLock', 1),
+  wxDropToken: luaScript('dropToken', 1),
+};
 
 export class TokenProvider implements TokenSource {
-  readonly #redis: Redis;
+  readonly #redis: ScriptedRedis<keyof typeof SCRIPTS>;
   readonly #prefix: string;
   readonly #apps: Map<string, Secret>;
   readonly #mode: TokenMode;
@@ -78,7 +79,7 @@ export class TokenProvider implements TokenSource {
 
   constructor(options: TokenProviderOptions) {
     const base = new URL(options.baseUrl);
-    this.#redis = options.redis;
+    this.#redis = defineScripts(options.redis, SCRIPTS);
     this.#prefix = options.prefix;
     this.#apps = options.apps;
     this.#mode = options.mode;
@@ -113,7 +114,7 @@ export class TokenProvider implements TokenSource {
   async invalidate(appid: string, rejected: string, opts: { stillRejected?: boolean } = {}): Promise<void> {
     if (this.#local.get(appid)?.token === rejected) this.#local.delete(appid);
     // Compare-and-delete: of many calls rejected with the same token, only the first drops it, so one refetch.
-    await this.#redis.eval(DROP_TOKEN, 1, this.#key(appid), rejected);
+    await this.#redis.wxDropToken(this.#key(appid), rejected);
     if (opts.stillRejected && this.#mode === 'stable') this.#forceWanted.set(appid, rejected);
   }
 
@@ -160,7 +161,7 @@ export class TokenProvider implements TokenSource {
           // An early refresh failed but the token is still valid: keep serving it, try again a little later.
           return { ...cached, refreshAt: Math.min(cached.expiresAt, Date.now() + RETRY_REFRESH_MS) };
         } finally {
-          await this.#redis.eval(COMPARE_AND_DELETE, 1, this.#key(appid, ':lock'), owner);
+          await this.#redis.wxReleaseTokenLock(this.#key(appid, ':lock'), owner);
         }
       }
       if (cached) return cached;

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { CampaignStore } from '../../src/campaign/store.js';
+import { ADD_RESULT, CampaignStore, ROW_STATUS, SETTLE_RESULT } from '../../src/campaign/store.js';
 import { codeOptions } from '../../src/wechat/params.js';
 import { connect, deletePrefix, testPrefix } from '../helpers/redis.js';
 
@@ -70,6 +70,25 @@ describe('CampaignStore', () => {
     await store.open('c4', 'wx1', options);
     await store.addRows('c4', ['r']);
     expect(await store.open('c4', 'wx1', options)).toEqual({ outcome: 'exists', resumed: true });
+  });
+
+  it('stores and answers the values its constants name, moving a retried failure to done', async () => {
+    const rows = `${prefix}:campaign:c5:rows`;
+    await store.open('c5', 'wx1', options);
+    expect(await store.addRows('c5', ['a', 'b'])).toEqual([ADD_RESULT.added, ADD_RESULT.added]);
+    expect(await redis.hget(rows, 'a')).toBe(ROW_STATUS.pending);
+    expect(await store.finishEnqueue('c5')).toBe(SETTLE_RESULT.open);
+    await store.markRow('c5', 'a', { status: 'failed', errcode: -1, errmsg: 'system error' });
+    expect(await redis.hget(rows, 'a')).toBe(`${ROW_STATUS.failed}-1|system error`);
+    expect(await store.addRows('c5', ['a', 'b'])).toEqual([
+      ADD_RESULT.alreadySettled,
+      ADD_RESULT.alreadyPending,
+    ]);
+    expect(await store.markRow('c5', 'a', { status: 'done' })).toBe(SETTLE_RESULT.open);
+    expect(await redis.hget(rows, 'a')).toBe(ROW_STATUS.done);
+    expect(await store.get('c5')).toMatchObject({ state: 'active', total: 2, done: 1, failed: 0 });
+    expect(await store.markRow('c5', 'b', { status: 'done' })).toBe(SETTLE_RESULT.completed);
+    expect(await store.markRow('c5', 'c', { status: 'done' })).toBe(SETTLE_RESULT.unknown);
   });
 
   it('keeps a stashed image as bytes', async () => {
