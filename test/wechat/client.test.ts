@@ -7,8 +7,8 @@ import { errors, MockAgent } from 'undici';
 import { describe, expect, it } from 'vitest';
 import { Secret, type TokenMode } from '../../src/config.js';
 import { type CallInfo, WechatClient } from '../../src/wechat/client.js';
-import { classify, ERRCODES, TransientError, WechatError } from '../../src/wechat/errors.js';
-import { codeOptions, type Kind, requestBody } from '../../src/wechat/params.js';
+import { TransientError, WechatError } from '../../src/wechat/errors.js';
+import { codeOptions } from '../../src/wechat/params.js';
 import { TokenProvider } from '../../src/wechat/token.js';
 import { connect } from '../helpers/redis.js';
 import { caught, JPEG, PNG, resources } from './fixtures.js';
@@ -113,14 +113,22 @@ interface CodeRequest {
 }
 
 describe('WechatClient against MockAgent', () => {
-  it('POSTs the JSON body from params.ts with the shared token and returns the image', async () => {
+  it('POSTs the row as JSON with the shared token and returns the image', async () => {
     const { client, seen, calls } = setup();
     const image = await client.getCode(APPID, B, 'id=42');
     expect(image).toEqual({ body: JPEG, contentType: 'image/jpeg', extension: 'jpg' });
     expect(seen.codeRequests).toHaveLength(1);
     const [request] = seen.codeRequests;
     expect(request!.path).toBe('/wxa/getwxacodeunlimit?access_token=T1');
-    expect(JSON.parse(request!.body)).toEqual(requestBody(B, 'id=42'));
+    expect(JSON.parse(request!.body)).toEqual({
+      scene: 'id=42',
+      page: 'pages/item/item',
+      check_path: true,
+      env_version: 'release',
+      width: 430,
+      auto_color: false,
+      is_hyaline: false,
+    });
     expect(request!.headers['content-type']).toBe('application/json');
     expect(calls).toEqual([{ appid: APPID, kind: 'unlimited', ms: expect.any(Number), outcome: 'image' }]);
   });
@@ -156,40 +164,6 @@ describe('WechatClient against MockAgent', () => {
     expect((err as TransientError).status).toBe(reply.status ?? 200);
     expect(err.message).toMatch(/^the unlimited code call for wxclienttest00001 answered HTTP/);
     expect(calls.map((c) => c.outcome)).toEqual(['transient']);
-  });
-
-  const nonTokenErrcodes = Object.keys(ERRCODES)
-    .map(Number)
-    .filter((code) => classify(code) !== 'refresh-token');
-  it.each(
-    nonTokenErrcodes.flatMap((errcode) =>
-      (['unlimited', 'code', 'qrcode'] as Kind[]).map((kind) => [errcode, kind]),
-    ),
-  )('classifies errcode %i for kind %s through getCode, with one call', async (errcode, kind) => {
-    const { client, seen, calls } = setup({ replies: [{ body: { errcode, errmsg: `message ${errcode}` } }] });
-    const options = codeOptions({ kind: kind as Kind });
-    const err = await caught(() => client.getCode(APPID, options, 'pages/a/a?id=1'));
-    expect(err).toBeInstanceOf(WechatError);
-    expect(err).toMatchObject({ errcode, kind, reaction: classify(errcode as number, kind as Kind) });
-    expect(seen.codeRequests).toHaveLength(1);
-    expect(calls.map((c) => c.outcome)).toEqual([`errcode:${errcode}`]);
-  });
-
-  it('maps the documented reactions of the kind-dependent and stop codes', async () => {
-    const expectations: [number, Kind, string][] = [
-      [-1, 'unlimited', 'retry'],
-      [45009, 'unlimited', 'backoff-app'],
-      [45009, 'code', 'stop-campaign'],
-      [45011, 'unlimited', 'backoff-app'],
-      [45029, 'qrcode', 'stop-ac'],
-      [40125, 'unlimited', 'stop-app'],
-      [40129, 'unlimited', 'fail-row'],
-    ];
-    for (const [errcode, kind, reaction] of expectations) {
-      const { client } = setup({ replies: [{ body: { errcode, errmsg: 'x' } }] });
-      const err = await caught(() => client.getCode(APPID, codeOptions({ kind }), 'pages/a/a'));
-      expect([errcode, kind, (err as WechatError).reaction]).toEqual([errcode, kind, reaction]);
-    }
   });
 
   it.each([
