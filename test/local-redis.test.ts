@@ -17,8 +17,8 @@ import {
   localRedis,
   redisAnswers,
 } from '../src/local-redis.js';
+import { freePort } from '../test-support/redis-server.js';
 import { testPrefix, testRedisUrl } from './helpers/redis.js';
-import { freePort } from './helpers/redis-server.js';
 
 let root: string;
 let nowhere: string;
@@ -148,7 +148,7 @@ describe('the private redis-server', () => {
   it('starts afresh when the recorded server is gone, and forgets users that died', async () => {
     const dir = path.join(root, 'stale');
     const first = await open(dir);
-    const { pid, port } = await record(dir);
+    const { pid } = await record(dir);
     process.kill(pid, 'SIGKILL');
     while (alive(pid)) await new Promise((r) => setTimeout(r, 20));
     // The command that used it was killed too: its user file is left behind, under a pid that is gone.
@@ -159,8 +159,11 @@ describe('the private redis-server', () => {
 
     const second = await open(dir);
     expect(second.started).toBe(true);
-    expect((await record(dir)).port).not.toBe(port);
-    const { pid: newPid } = await record(dir);
+    // A new server, whatever port the OS handed out this time (it may well be the dead one's again).
+    const { pid: newPid, port: newPort } = await record(dir);
+    expect(newPid).not.toBe(pid);
+    expect(second.url).toBe(`redis://127.0.0.1:${newPort}`);
+    expect(await redisAnswers(second.url, 1000)).toBe(true);
     await release(second);
     expect(alive(newPid)).toBe(false);
     expect(await readdir(path.join(dir, 'users'))).toEqual([]);

@@ -13,7 +13,7 @@ import { type Config, loadConfig } from '../src/config.js';
 import { WorkerMetrics } from '../src/metrics.js';
 import { type MetricsServer, startMetricsServer, type WorkerState } from '../src/metrics-server.js';
 import { codeOptions } from '../src/wechat/params.js';
-import { removeDir, startRedis } from './helpers/redis-server.js';
+import { removeDir, startRedis } from '../test-support/redis-server.js';
 import { useLocalStack } from './helpers/stack.js';
 
 const APPID = 'wxmetrics000000001';
@@ -101,6 +101,9 @@ describe('/metrics after a run', () => {
   const scenes = Array.from({ length: 6 }, (_, i) => `m-${i}`);
 
   it('counts each generated code, call, limiter wait, upload and token fetch', async () => {
+    // No token cached by an earlier test of this file: this worker fetches its own.
+    const cached = await redis.keys(`${prefix}:token:*`);
+    if (cached.length > 0) await redis.del(...cached);
     const run = await observedWorker();
     try {
       await enqueue('first', scenes);
@@ -130,9 +133,18 @@ describe('/metrics after a run', () => {
   });
 
   it('counts rows found already stored on a re-run, without generating them again', async () => {
+    // The codes are stored by a campaign of this test's own, so the test does not rely on another before it.
+    const stored = Array.from({ length: 6 }, (_, i) => `again-${i}`);
+    const seed = await observedWorker();
+    try {
+      await enqueue('again-seed', stored);
+      expect(await settled('again-seed')).toMatchObject({ state: 'completed', done: 6 });
+    } finally {
+      await seed.close();
+    }
     const run = await observedWorker();
     try {
-      await enqueue('again', scenes);
+      await enqueue('again', stored);
       expect(await settled('again')).toMatchObject({ state: 'completed', done: 6 });
       const samples = await scrape(run.server);
       expect(value(samples, 'wxacode_codes_already_stored_total', { appid: APPID })).toBe(6);
