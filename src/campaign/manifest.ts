@@ -20,8 +20,17 @@ export interface ManifestRow {
 
 const CSV_NEEDS_QUOTES = /[",\r\n]/;
 
+/**
+ * What a spreadsheet takes for the start of a formula. Scenes may start with `=`, `+`, `-` or `@`, and manifests
+ * are opened in Excel: such a cell gets a leading `'` (OWASP's advice), shown as text and visible to whoever reads
+ * the file as data. JSON lines keep the raw value.
+ */
+const CSV_FORMULA_START = /^[=+\-@\t\r]/;
+
 function csvField(text: string): string {
-  return CSV_NEEDS_QUOTES.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+  const formula = CSV_FORMULA_START.test(text);
+  const cell = formula ? `'${text}` : text;
+  return formula || CSV_NEEDS_QUOTES.test(cell) ? `"${cell.replaceAll('"', '""')}"` : cell;
 }
 
 export function manifestHeader(meta: CampaignMeta, format: ManifestFormat): string {

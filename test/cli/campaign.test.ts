@@ -15,7 +15,7 @@ import { CodeWorker } from '../../src/campaign/worker.js';
 import { loadConfig } from '../../src/config.js';
 import { objectKey } from '../../src/storage/index.js';
 import { codeOptions } from '../../src/wechat/params.js';
-import { runCli } from '../helpers/cli.js';
+import { runCli } from '../../test-support/cli.js';
 import { deletePrefix, testPrefix } from '../helpers/redis.js';
 import { useLocalStack } from '../helpers/stack.js';
 
@@ -136,6 +136,26 @@ describe('a campaign through the CLI', () => {
         return { scene, status: state, url, key };
       }),
     );
+  });
+
+  it('export neutralises formula-leading cells in CSV (a leading quote), and keeps the raw values in JSONL', async () => {
+    const { cli, work } = setup();
+    // Each is a valid scene, and each would be a live formula in a spreadsheet.
+    const scenes = ['=1+1', '+cmd', '-2+3', '@SUM(1)', 'plain=ok'];
+    await cli('enqueue', await input('formulas.txt', `${scenes.join('\n')}\n`), '--campaign', 'formulas');
+    await work('formulas');
+
+    const [header, ...rows] = (await cli('export', 'formulas')).trimEnd().split('\n');
+    expect(header).toBe('scene,status,url,key,errcode,errmsg');
+    expect(rows.map((row) => row.slice(0, row.indexOf(',done,')))).toEqual([
+      `"'=1+1"`,
+      `"'+cmd"`,
+      `"'-2+3"`,
+      `"'@SUM(1)"`,
+      'plain=ok',
+    ]);
+    const jsonl = jsonLines(await cli('export', 'formulas', '--format', 'jsonl'));
+    expect(jsonl.map((row) => row.scene)).toEqual(scenes);
   });
 
   it('a stopped campaign: status says why and how to resume, export shows the rows pending, retry resumes it', async () => {

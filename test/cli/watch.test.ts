@@ -13,7 +13,7 @@ import { CodeWorker } from '../../src/campaign/worker.js';
 import { type Config, loadConfig } from '../../src/config.js';
 import { type MockServer, startMockServer } from '../../src/mock/server.js';
 import { codeOptions } from '../../src/wechat/params.js';
-import { type CliResult, runCli, startCli } from '../helpers/cli.js';
+import { type CliResult, runCli, startCli } from '../../test-support/cli.js';
 import { connect, deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.js';
 
 const APPID = 'wxwatch0000000001';

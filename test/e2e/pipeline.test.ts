@@ -20,10 +20,11 @@ import { codeContent } from '../../src/mock/content.js';
 import { type MockServer, startMockServer } from '../../src/mock/server.js';
 import { createStorage, objectKey } from '../../src/storage/index.js';
 import { type CodeOptions, codeOptions, requestBody } from '../../src/wechat/params.js';
-import { spawnCli } from '../helpers/cli.js';
+import { spawnCli } from '../../test-support/cli.js';
 import { decodeImage } from '../helpers/qr.js';
 import { connect, deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.js';
-import { startS3, type TestS3 } from '../helpers/s3.js';
+import { startS3, type TestS3 } from '../../test-support/s3.js';
+import { waitFor } from '../../test-support/wait.js';
 
 const APPID = 'wxe2e0000000000001';
 const SECRET = 'e2e-secret-value';
@@ -59,20 +60,6 @@ async function inputFile(name: string, text: string): Promise<string> {
   const file = path.join(dir, name);
   await writeFile(file, text);
   return file;
-}
-
-async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T | undefined | false>,
-  timeoutMs = 60_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 async function settled(store: CampaignStore, campaign: string) {
