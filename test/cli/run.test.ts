@@ -13,9 +13,9 @@ import { codeContent } from '../../src/mock/content.js';
 import { type MockServer, startMockServer } from '../../src/mock/server.js';
 import { codeOptions, requestBody } from '../../src/wechat/params.js';
 import { runCli, startCli } from '../../test-support/cli.js';
+import { freePort } from '../../test-support/redis-server.js';
 import { decodeImage } from '../helpers/qr.js';
 import { connect, deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.js';
-import { freePort } from '../../test-support/redis-server.js';
 
 const APPID = 'wxrun000000000001';
 const SECRET = 'run-secret-value';

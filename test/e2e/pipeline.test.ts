@@ -21,10 +21,10 @@ import { type MockServer, startMockServer } from '../../src/mock/server.js';
 import { createStorage, objectKey } from '../../src/storage/index.js';
 import { type CodeOptions, codeOptions, requestBody } from '../../src/wechat/params.js';
 import { spawnCli } from '../../test-support/cli.js';
-import { decodeImage } from '../helpers/qr.js';
-import { connect, deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.js';
 import { startS3, type TestS3 } from '../../test-support/s3.js';
 import { waitFor } from '../../test-support/wait.js';
+import { decodeImage } from '../helpers/qr.js';
+import { connect, deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.js';
 
 const APPID = 'wxe2e0000000000001';
 const SECRET = 'e2e-secret-value';
