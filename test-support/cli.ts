@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-const ENTRY = path.resolve(import.meta.dirname, '../../src/cli/main.ts');
+const ENTRY = path.resolve(import.meta.dirname, '../src/cli/main.ts');
 // Resolved here rather than from the child's working directory, so the CLI can run in any folder (`cwd`).
 const TSX = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 

@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { waitFor } from './wait.js';
 
 export const REDIS_MISSING =
   'redis-server is not on PATH. Install it: `sudo apt-get install -y redis-server` (Debian/Ubuntu), ' +
@@ -34,23 +35,22 @@ export interface TestRedis {
   restart(): Promise<void>;
 }
 
-function waitForPort(port: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  return new Promise((resolve, reject) => {
-    const attempt = () => {
-      const socket = net.connect(port, '127.0.0.1');
-      socket.once('connect', () => {
-        socket.end();
-        resolve();
-      });
-      socket.once('error', () => {
-        socket.destroy();
-        if (Date.now() > deadline) reject(new Error(`redis-server did not listen on ${port}`));
-        else setTimeout(attempt, 25);
-      });
-    };
-    attempt();
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.end();
+      resolve(true);
+    });
+    socket.once('error', () => {
+      socket.destroy();
+      resolve(false);
+    });
   });
+}
+
+async function untilListening(port: number): Promise<void> {
+  await waitFor(`redis-server to listen on ${port}`, () => accepts(port), { timeoutMs: 10_000, everyMs: 25 });
 }
 
 export async function startRedis(options: { appendonly?: boolean } = {}): Promise<TestRedis> {
@@ -87,10 +87,10 @@ export async function startRedis(options: { appendonly?: boolean } = {}): Promis
     async restart() {
       await redis.stop();
       redis.process = spawn('redis-server', args, { stdio: 'ignore' });
-      await waitForPort(port, 10_000);
+      await untilListening(port);
     },
   };
-  await waitForPort(port, 10_000);
+  await untilListening(port);
   return redis;
 }
 

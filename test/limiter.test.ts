@@ -1,19 +1,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { AppLimiter, limiterSpacingMs } from '../src/limiter.js';
 import { WindowLog } from '../src/window-log.js';
+import { busiestWindow } from '../test-support/windows.js';
 import { connect, deletePrefix, testPrefix, testRedisUrl } from './helpers/redis.js';
-
-/** The largest number of timestamps inside any half-open window [t, t + windowMs). */
-function maxInWindow(times: number[], windowMs: number): number {
-  const sorted = [...times].sort((a, b) => a - b);
-  let max = 0;
-  let start = 0;
-  for (let end = 0; end < sorted.length; end++) {
-    while (sorted[end]! - sorted[start]! >= windowMs) start++;
-    max = Math.max(max, end - start + 1);
-  }
-  return max;
-}
 
 describe('AppLimiter', () => {
   const redis = connect();
@@ -45,7 +34,7 @@ describe('AppLimiter', () => {
     };
     await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).schedule(call)));
     expect(times).toHaveLength(40);
-    expect(maxInWindow(times, 500)).toBeLessThanOrEqual(10);
+    expect(busiestWindow(times, 500).calls).toBeLessThanOrEqual(10);
     // Both limiters spent from the same reservoir, so its state lives under our prefix.
     expect(await redis.exists(`${prefix}:b_limiter-wxshared_settings`)).toBe(1);
   });
@@ -62,7 +51,7 @@ describe('AppLimiter', () => {
       ...Array.from({ length: 10 }, () => second.schedule(call)),
     ]);
     // Two apps with a cap of 10 each may together make 20 calls in one window; one app could not.
-    expect(maxInWindow(times, 500)).toBeGreaterThan(10);
+    expect(busiestWindow(times, 500).calls).toBeGreaterThan(10);
   });
 
   it('recovers when its Redis keys vanish, without running a task twice', async () => {
@@ -122,7 +111,7 @@ describe('WindowLog', () => {
     );
     expect(times).toHaveLength(8);
     // The window is duration + slack long: 3 calls in any 300 ms, so 8 calls span at least two windows.
-    expect(maxInWindow(times, 300)).toBeLessThanOrEqual(3);
+    expect(busiestWindow(times, 300).calls).toBeLessThanOrEqual(3);
     expect(Math.max(...times) - Math.min(...times)).toBeGreaterThanOrEqual(2 * 300 - 20);
     other.disconnect();
   });

@@ -10,20 +10,6 @@ export function limiterCeiling(rate: RateLimit): number {
   return rate.durationMs / limiterSpacingMs(rate) / rate.count;
 }
 
-/** The most calls in any window of `windowMs` over every call (`times` sorted), and when that window ends. */
-export function busiestWindow(times: readonly number[], windowMs: number): { calls: number; endsAt: number } {
-  const busiest = { calls: 0, endsAt: 0 };
-  let oldest = 0;
-  for (let i = 0; i < times.length; i++) {
-    while (times[oldest]! <= times[i]! - windowMs) oldest++;
-    if (i - oldest + 1 > busiest.calls) {
-      busiest.calls = i - oldest + 1;
-      busiest.endsAt = times[i]!;
-    }
-  }
-  return busiest;
-}
-
 /** Calls in the window ending at each of `ends` (ascending), for sorted `times`. */
 export function windowCounts(times: readonly number[], windowMs: number, ends: readonly number[]): number[] {
   const counts: number[] = [];

@@ -6,14 +6,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { parseRateLimit, type RateLimit } from '../../src/config.js';
-import {
-  busiestWindow,
-  limiterCeiling,
-  perSecond,
-  type SteadyState,
-  steadyState,
-  windowCounts,
-} from './analysis.js';
+import { busiestWindow } from '../../test-support/windows.js';
+import { limiterCeiling, perSecond, type SteadyState, steadyState, windowCounts } from './analysis.js';
 import {
   BENCH_SECRET,
   type Bench,

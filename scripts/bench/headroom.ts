@@ -3,7 +3,7 @@
  * s3rver + Redis on this machine), beside what the S3 server and BullMQ alone manage with the same images and
  * concurrency, and what each code costs in CPU in each process.
  */
-import { startS3 } from '../../test/helpers/s3.js';
+import { startS3 } from '../../test-support/s3.js';
 import {
   BENCH_SECRET,
   type Bench,

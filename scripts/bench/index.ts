@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
-import { removeDir, startRedis } from '../../test/helpers/redis-server.js';
+import { removeDir, startRedis } from '../../test-support/redis-server.js';
 import { type CapScenario, capUtilisation } from './cap.js';
 import { drawCapChart } from './chart.js';
 import { enqueueAtScale } from './enqueue.js';

@@ -6,12 +6,13 @@
 import { type ChildProcess, fork, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import { enqueueCampaign } from '../../src/campaign/producer.js';
 import { type CampaignMeta, CampaignStore } from '../../src/campaign/store.js';
 import { type MockAdmin, mockAdmin } from '../../src/mock/admin.js';
-import { spawnCli } from '../../test/helpers/cli.js';
+import { spawnCli } from '../../test-support/cli.js';
+import { wxacodeEnv } from '../../test-support/env.js';
+import { waitFor } from '../../test-support/wait.js';
 import { type ChildTask, CODE_OPTIONS, scenes } from './tasks.js';
 
 /** What every section runs against: one private Redis and one mock WeChat API for the whole run. */
@@ -33,14 +34,14 @@ export function workerEnv(
   b: Bench,
   settings: { prefix: string; apps: string[]; rate: string; storage: string },
 ): Record<string, string> {
-  return {
-    REDIS_URL: b.redisUrl,
-    WXACODE_PREFIX: settings.prefix,
-    WECHAT_APPS: settings.apps.map((appid) => `${appid}:${BENCH_SECRET}`).join(','),
-    WECHAT_API_BASE_URL: b.mock.url,
-    WXACODE_RATE_LIMIT: settings.rate,
-    WXACODE_STORAGE: settings.storage,
-  };
+  return wxacodeEnv({
+    redisUrl: b.redisUrl,
+    prefix: settings.prefix,
+    apps: Object.fromEntries(settings.apps.map((appid) => [appid, BENCH_SECRET])),
+    wechatUrl: b.mock.url,
+    rate: settings.rate,
+    storage: settings.storage,
+  });
 }
 
 /** Queue a campaign of `count` benchmark scenes for `appid`. */
@@ -76,8 +77,7 @@ export async function settled(
       const m = await store.get(campaign);
       return m && (m.state === 'completed' || m.state === 'stopped') ? m : undefined;
     },
-    timeoutMs,
-    everyMs,
+    { timeoutMs, everyMs },
   );
   if (meta.state === 'stopped') {
     throw new Error(`campaign ${campaign} stopped: ${meta.stop?.errcode} ${meta.stop?.errmsg}`);
@@ -234,20 +234,4 @@ export function runChild<T>(task: ChildTask): Promise<T> {
       else reject(new Error(`bench task ${task.name} exited with code ${code}: ${lastWords()}`));
     });
   });
-}
-
-/** Poll `check` until it returns a value. */
-export async function waitFor<T>(
-  what: string,
-  check: () => Promise<T | undefined>,
-  timeoutMs: number,
-  everyMs = 100,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
 }

@@ -1,12 +1,7 @@
 /** The arithmetic behind the benchmark's cap figures: windows as the mock counts them, steady state, buckets. */
 import { describe, expect, it } from 'vitest';
-import {
-  busiestWindow,
-  limiterCeiling,
-  perSecond,
-  steadyState,
-  windowCounts,
-} from '../../scripts/bench/analysis.js';
+import { limiterCeiling, perSecond, steadyState, windowCounts } from '../../scripts/bench/analysis.js';
+import { busiestWindow } from '../../test-support/windows.js';
 
 /** `count` calls `spacingMs` apart from `start`. */
 function evenly(count: number, spacingMs: number, start = 0): number[] {

@@ -10,8 +10,8 @@ import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openQueue } from '../../src/campaign/queue.js';
 import { CampaignStore } from '../../src/campaign/store.js';
+import { type CliResult, runCli } from '../../test-support/cli.js';
 import { CHAOS_APPID, redisDump, report } from '../helpers/chaos.js';
-import { type CliResult, runCli } from '../helpers/cli.js';
 import { connect, deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.js';
 
 const SCENE_CHARS = `allowed are 0-9 A-Z a-z and ! # $ & ' ( ) * + , / : ; = ? @ - . _ ~ (map other data to short ids)`;

@@ -6,17 +6,17 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { codeOptions } from '../../src/wechat/params.js';
+import { removeDir, startRedis, type TestRedis } from '../../test-support/redis-server.js';
+import { busiestWindow } from '../../test-support/windows.js';
 import {
   byScale,
   CHAOS_APPID,
   ChaosRig,
   doneAtLeast,
-  maxInWindowSince,
   report,
   settled,
   WorkerFleet,
 } from '../helpers/chaos.js';
-import { removeDir, startRedis, type TestRedis } from '../helpers/redis-server.js';
 
 const RATE = { count: 40, durationMs: 1000 };
 const ROWS = byScale(400, 2500);
@@ -65,7 +65,7 @@ async function campaignThrough(campaign: string, incident: (prefix: string) => P
   });
   expect(run.account).toMatchObject({ rows: ROWS, done: ROWS, failed: 0, lost: 0 });
   const stats = rig.mock.stats(CHAOS_APPID);
-  const maxInWindowAfter = maxInWindowSince(stats.callTimes, RATE.durationMs, incidentAt);
+  const maxInWindowAfter = busiestWindow(stats.callTimes, RATE.durationMs, incidentAt).calls;
   expect(stats.rateLimited - refusedBefore).toBe(0);
   expect(maxInWindowAfter).toBeLessThanOrEqual(RATE.count);
   const figures = { ...run.account, resumeMs: run.resumeMs, maxInWindowAfter, cap: RATE.count };

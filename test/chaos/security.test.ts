@@ -15,6 +15,8 @@ import { CampaignStore } from '../../src/campaign/store.js';
 import { loadConfig } from '../../src/config.js';
 import { createStorage } from '../../src/storage/index.js';
 import { codeOptions, type Kind, rowField, rowProblem } from '../../src/wechat/params.js';
+import { type CliResult, runCli, spawnCli } from '../../test-support/cli.js';
+import { freePort } from '../../test-support/redis-server.js';
 import {
   auditCampaign,
   byScale,
@@ -27,8 +29,6 @@ import {
   settled,
   WorkerFleet,
 } from '../helpers/chaos.js';
-import { type CliResult, runCli, spawnCli } from '../helpers/cli.js';
-import { freePort } from '../helpers/redis-server.js';
 import { HOSTILE_VALUES } from '../storage/hostile.js';
 
 const RATE = { count: 50, durationMs: 1000 };

@@ -7,15 +7,8 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { CodeWorker } from '../../src/campaign/worker.js';
 import { codeOptions } from '../../src/wechat/params.js';
-import {
-  byScale,
-  CHAOS_APPID,
-  ChaosRig,
-  doneAtLeast,
-  maxInWindowSince,
-  report,
-  settled,
-} from '../helpers/chaos.js';
+import { busiestWindow } from '../../test-support/windows.js';
+import { byScale, CHAOS_APPID, ChaosRig, doneAtLeast, report, settled } from '../helpers/chaos.js';
 
 const RATE = { count: 50, durationMs: 1000 };
 const ROWS = byScale(300, 1500);
@@ -84,7 +77,7 @@ it('completes with valid images through busy answers, 502 pages, drops, timeouts
   expect(stats.errors['40001']).toBeGreaterThan(0);
   expect(stats.tokenCalls).toBe(2);
   // The calls made again with the new token wait for the limiter like any other.
-  const maxInWindowAfter = maxInWindowSince(stats.callTimes, RATE.durationMs, revokedAt);
+  const maxInWindowAfter = busiestWindow(stats.callTimes, RATE.durationMs, revokedAt).calls;
   expect(maxInWindowAfter).toBeLessThanOrEqual(RATE.count);
   report('wechat-faults', {
     ...account,

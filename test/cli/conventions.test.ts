@@ -13,10 +13,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildProgram } from '../../src/cli/index.js';
 import { SETTINGS, type Setting, type Settings } from '../../src/config.js';
 import { type MockServer, startMockServer } from '../../src/mock/server.js';
-import { type CliResult, runCli } from '../helpers/cli.js';
+import { type CliResult, runCli } from '../../test-support/cli.js';
+import { freePort } from '../../test-support/redis-server.js';
+import { startS3, type TestS3 } from '../../test-support/s3.js';
 import { connect, deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.js';
-import { freePort } from '../helpers/redis-server.js';
-import { startS3, type TestS3 } from '../helpers/s3.js';
 
 const APPID = 'wxconventions00001';
 const SECRET = 'conventions-secret';

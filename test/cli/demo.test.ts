@@ -15,9 +15,9 @@ import { redisAnswers } from '../../src/local-redis.js';
 import { codeContent } from '../../src/mock/content.js';
 import { DEFAULT_MOCK_APPS } from '../../src/mock/options.js';
 import { codeOptions, requestBody } from '../../src/wechat/params.js';
-import { runCli, startCli } from '../helpers/cli.js';
+import { runCli, startCli } from '../../test-support/cli.js';
+import { freePort } from '../../test-support/redis-server.js';
 import { decodeImage } from '../helpers/qr.js';
-import { freePort } from '../helpers/redis-server.js';
 
 const MOCK_APPID = Object.keys(DEFAULT_MOCK_APPS)[0]!;
 const folders: string[] = [];

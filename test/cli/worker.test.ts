@@ -14,8 +14,9 @@ import { CodeWorker } from '../../src/campaign/worker.js';
 import { loadConfig } from '../../src/config.js';
 import type { MockServer } from '../../src/mock/server.js';
 import { codeOptions } from '../../src/wechat/params.js';
-import { runCli, spawnCli } from '../helpers/cli.js';
-import { freePort } from '../helpers/redis-server.js';
+import { runCli, spawnCli } from '../../test-support/cli.js';
+import { freePort } from '../../test-support/redis-server.js';
+import { waitFor } from '../../test-support/wait.js';
 import { useLocalStack } from '../helpers/stack.js';
 
 const APPID = 'wxworkercli0000001';
@@ -55,16 +56,6 @@ function startWorker(args: string[]) {
   });
   const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
   return { child, logs, exited };
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false) {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 const FORCED = 'forced exit: jobs still in flight return to the queue when their locks expire (about 15 s)';

@@ -13,13 +13,13 @@ import { type CampaignMeta, CampaignStore, type RowStatus } from '../../src/camp
 import { type Config, formatRateLimit, loadConfig, type RateLimit } from '../../src/config.js';
 import { codeContent } from '../../src/mock/content.js';
 import { type MockOptions, type MockServer, startMockServer } from '../../src/mock/server.js';
-import { SlidingWindow } from '../../src/mock/window.js';
 import { createStorage, objectKey, type Storage } from '../../src/storage/index.js';
 import { type CodeOptions, requestBody } from '../../src/wechat/params.js';
-import { spawnCli } from './cli.js';
+import { spawnCli } from '../../test-support/cli.js';
+import { wxacodeEnv } from '../../test-support/env.js';
+import { startS3, type TestS3 } from '../../test-support/s3.js';
 import { decodeImage } from './qr.js';
 import { connect, deletePrefix, testPrefix, testRedisUrl } from './redis.js';
-import { startS3, type TestS3 } from './s3.js';
 
 /** `CHAOS_SCALE=full` runs the long versions of the scenarios; the default is the short one CI runs. */
 export const FULL_SCALE = process.env.CHAOS_SCALE === 'full';
@@ -31,20 +31,6 @@ export function byScale<T>(ci: T, full: T): T {
 /** One line of figures per scenario in the run's output, from which the reliability figures are read. */
 export function report(scenario: string, figures: Record<string, unknown>): void {
   console.log(`[chaos] ${scenario} ${JSON.stringify(figures)}`);
-}
-
-/**
- * The most calls in any window of `durationMs` that ends at or after `since`, from the mock's call times: the
- * cap as it held from an incident on, apart from the bunching of the first calls of freshly started processes.
- */
-export function maxInWindowSince(callTimes: number[], durationMs: number, since: number): number {
-  const window = new SlidingWindow(durationMs);
-  let max = 0;
-  for (const at of callTimes) {
-    const count = window.add(at);
-    if (at >= since) max = Math.max(max, count);
-  }
-  return max;
 }
 
 /** A whole number from `min` to `max`, both included. */
@@ -95,13 +81,14 @@ export class ChaosRig {
   /** The environment of a `wxacode` process working under `prefix`. */
   env(prefix: string, extra: Record<string, string> = {}): Record<string, string> {
     return {
-      REDIS_URL: this.redisUrl,
-      WXACODE_PREFIX: prefix,
-      WECHAT_APPID: CHAOS_APPID,
-      WECHAT_SECRET: this.secret,
-      WECHAT_API_BASE_URL: this.mock.url,
-      WXACODE_RATE_LIMIT: formatRateLimit(this.rate),
-      WXACODE_STORAGE: `s3://${this.s3.bucket}/${prefix}`,
+      ...wxacodeEnv({
+        redisUrl: this.redisUrl,
+        prefix,
+        apps: { [CHAOS_APPID]: this.secret },
+        wechatUrl: this.mock.url,
+        rate: formatRateLimit(this.rate),
+        storage: `s3://${this.s3.bucket}/${prefix}`,
+      }),
       ...this.s3.env,
       ...extra,
     };

@@ -1,5 +1,5 @@
 import type { TestProject } from 'vitest/node';
-import { removeDir, startRedis } from './redis-server.js';
+import { removeDir, startRedis } from '../../test-support/redis-server.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {

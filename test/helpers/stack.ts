@@ -9,6 +9,7 @@ import type { Redis } from 'ioredis';
 import { afterAll, beforeAll } from 'vitest';
 import { CampaignStore } from '../../src/campaign/store.js';
 import { type MockServer, startMockServer } from '../../src/mock/server.js';
+import { wxacodeEnv } from '../../test-support/env.js';
 import { connect, deletePrefix, testPrefix, testRedisUrl } from './redis.js';
 
 export interface LocalStack {
@@ -26,15 +27,15 @@ export interface LocalStack {
 export function useLocalStack(apps: Record<string, string>): LocalStack {
   const [appid, secret] = Object.entries(apps)[0]!;
   const stack = { prefix: testPrefix() } as LocalStack;
-  stack.env = () => ({
-    REDIS_URL: testRedisUrl(),
-    WXACODE_PREFIX: stack.prefix,
-    WECHAT_APPID: appid,
-    WECHAT_SECRET: secret,
-    WECHAT_API_BASE_URL: stack.mock.url,
-    WXACODE_RATE_LIMIT: '100/1s',
-    WXACODE_STORAGE: stack.dir,
-  });
+  stack.env = () =>
+    wxacodeEnv({
+      redisUrl: testRedisUrl(),
+      prefix: stack.prefix,
+      apps: { [appid]: secret },
+      wechatUrl: stack.mock.url,
+      rate: '100/1s',
+      storage: stack.dir,
+    });
   beforeAll(async () => {
     stack.redis = connect();
     stack.store = new CampaignStore(stack.redis, stack.prefix);

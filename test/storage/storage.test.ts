@@ -14,8 +14,8 @@ import type { Logger } from '../../src/log.js';
 import { createStorage, objectKey, type Storage, StorageError } from '../../src/storage/index.js';
 import { checkRoundTrip, WRITE_CHECK_KEY } from '../../src/storage/storage.js';
 import { codeOptions } from '../../src/wechat/params.js';
-import { freePort, removeDir } from '../helpers/redis-server.js';
-import { startS3, type TestS3 } from '../helpers/s3.js';
+import { freePort, removeDir } from '../../test-support/redis-server.js';
+import { startS3, type TestS3 } from '../../test-support/s3.js';
 import { HOSTILE_VALUES } from './hostile.js';
 
 const APPID = 'wx0123456789abcdef';
