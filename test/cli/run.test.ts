@@ -9,11 +9,14 @@ import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { campaignStatus } from '../../src/campaign/operations.js';
 import { CampaignStore } from '../../src/campaign/store.js';
+import { CodeWorker } from '../../src/campaign/worker.js';
+import { loadConfig } from '../../src/config.js';
 import { codeContent } from '../../src/mock/content.js';
 import { type MockServer, startMockServer } from '../../src/mock/server.js';
 import { codeOptions, requestBody } from '../../src/wechat/params.js';
 import { runCli, startCli } from '../../test-support/cli.js';
 import { freePort } from '../../test-support/redis-server.js';
+import { waitFor } from '../../test-support/wait.js';
 import { decodeImage } from '../helpers/qr.js';
 import { connect, deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.js';
 
@@ -26,6 +29,8 @@ let dir: string;
 const prefix = testPrefix();
 // Its own namespace, so that no access token cached by the other tests stands in for the wrong secret.
 const refusedPrefix = testPrefix();
+// Tests that leave rows queued work under prefixes of their own, out of the other runs' way.
+const ownPrefixes: string[] = [];
 
 function env(extra: Record<string, string | undefined> = {}): Record<string, string | undefined> {
   return {
@@ -75,6 +80,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await deletePrefix(redis, prefix);
   await deletePrefix(redis, refusedPrefix);
+  for (const own of ownPrefixes) await deletePrefix(redis, own);
   redis.disconnect();
   await mock.close();
   await rm(dir, { recursive: true, force: true });
@@ -162,6 +168,69 @@ describe('wxacode run', () => {
     expect(resumed.stdout).toContain('enqueued 0, duplicates 60');
     expect(await campaignStatus(store, 'interrupted')).toMatchObject({ state: 'completed', done: 60 });
     expect(mock.stats(APPID).images).toBe(60);
+  }, 60_000);
+
+  it('on SIGTERM finishes the codes in flight and exits 143', async () => {
+    const own = testPrefix();
+    ownPrefixes.push(own);
+    const store = new CampaignStore(redis, own);
+    const file = await scenesFile(
+      'terminated.csv',
+      Array.from({ length: 60 }, (_, i) => `term-${i}`),
+    );
+    const running = startCli(['run', file, '--campaign', 'terminated', '--concurrency', '4'], {
+      env: env({
+        WXACODE_PREFIX: own,
+        WXACODE_RATE_LIMIT: '20/1s',
+        WXACODE_STORAGE: path.join(dir, 'term-out'),
+      }),
+    });
+    await waitFor('some codes', async () => ((await store.get('terminated'))?.done ?? 0) >= 5);
+    running.child.kill('SIGTERM');
+    const { code, signal, stderr } = await running.done;
+    expect({ code, signal }).toEqual({ code: 143, signal: null });
+    expect(stderr).toContain('SIGTERM: finishing the codes in flight');
+    expect(stderr).toContain('Run the same command again to resume.');
+    const status = await campaignStatus(store, 'terminated');
+    expect(status).toMatchObject({ state: 'active', failed: 0 });
+    expect(status.pending).toBeGreaterThan(0);
+    expect(status.done + status.pending).toBe(60);
+  }, 60_000);
+
+  it('quits at once on a second signal, and the jobs it held go back to the queue', async () => {
+    const own = testPrefix();
+    ownPrefixes.push(own);
+    const store = new CampaignStore(redis, own);
+    const scenes = Array.from({ length: 6 }, (_, i) => `twice-${i}`);
+    const file = await scenesFile('twice.csv', scenes);
+    const settings = env({ WXACODE_PREFIX: own, WXACODE_STORAGE: path.join(dir, 'twice-out') });
+    // Every call takes a minute: the first signal's graceful wait could not end before the test's timeout.
+    mock.configure({ faults: { slow: 1, slowMs: 60_000 } });
+    mock.reset();
+    try {
+      const running = startCli(['run', file, '--campaign', 'twice', '--concurrency', '2'], { env: settings });
+      await waitFor('calls in flight', () => mock.stats(APPID).codeCalls >= 2);
+      running.child.kill('SIGTERM');
+      await waitFor('the first signal', () =>
+        running.output.stderr.includes('finishing the codes in flight'),
+      );
+      running.child.kill('SIGTERM');
+      const { code, signal } = await running.done;
+      // The default disposition of the second SIGTERM ends the process.
+      expect({ code, signal }).toEqual({ code: null, signal: 'SIGTERM' });
+      expect(mock.stats(APPID).images).toBe(0);
+    } finally {
+      mock.configure({ faults: {} });
+    }
+    expect(await campaignStatus(store, 'twice')).toMatchObject({ state: 'active', done: 0, pending: 6 });
+    // Their locks run out and BullMQ's stalled-job check hands them to the next worker (a second's check here).
+    const worker = await CodeWorker.start({ config: loadConfig(settings), stalledIntervalMs: 1000 });
+    try {
+      await waitFor('the campaign', async () => (await campaignStatus(store, 'twice')).state === 'completed');
+    } finally {
+      await worker.close();
+    }
+    expect(await campaignStatus(store, 'twice')).toMatchObject({ done: 6, failed: 0 });
   }, 60_000);
 
   it('without REDIS_URL, nothing on the default address and no redis-server on PATH, says how to install it and exits 2', async () => {

@@ -14,6 +14,7 @@ import { type Config, loadConfig } from '../../src/config.js';
 import { type MockServer, startMockServer } from '../../src/mock/server.js';
 import { codeOptions } from '../../src/wechat/params.js';
 import { type CliResult, runCli, startCli } from '../../test-support/cli.js';
+import { waitFor } from '../../test-support/wait.js';
 import { connect, deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.js';
 
 const APPID = 'wxwatch0000000001';
@@ -104,6 +105,18 @@ describe('wxacode watch', () => {
     const result = await runCli(['watch', 'stopped'], { env });
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('WeChat answered errcode 45029 (qrcode count out of limit)');
+  });
+
+  it('exits 130 on SIGINT while the campaign is still running, and leaves it as it was', async () => {
+    await enqueue('left-running', ['l-1', 'l-2']);
+    const watch = startCli(['watch', 'left-running', '--interval', '1'], { env });
+    await waitFor('the first progress line', () =>
+      watch.output.stderr.includes('campaign left-running: 0 done'),
+    );
+    watch.child.kill('SIGINT');
+    const { code, signal } = await watch.done;
+    expect({ code, signal }).toEqual({ code: 130, signal: null });
+    expect(await store.get('left-running')).toMatchObject({ state: 'active', done: 0, failed: 0 });
   });
 
   it('exits 2 for a campaign that does not exist', async () => {
