@@ -1,7 +1,9 @@
 # The wxacode worker image. Build: `docker build -t wxacode-pregen .` (docker-compose.yml builds it for you).
 # Run any command: `docker run --rm wxacode-pregen --help`; the default is the worker with metrics on :9464.
 
-FROM node:20-bookworm-slim AS build
+# Node 24 LTS (supported until April 2028), its latest patch release at each build; trixie because bookworm's
+# regular Debian security support has ended.
+FROM node:24-trixie-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 # --ignore-scripts: the package's own `prepare` would compile before the sources are here, and no runtime
@@ -11,7 +13,7 @@ COPY tsconfig.json ./
 COPY src ./src
 RUN npm run build && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
 
-FROM node:20-bookworm-slim
+FROM node:24-trixie-slim
 ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=build /app/package.json ./
@@ -20,5 +22,6 @@ COPY --from=build /app/dist ./dist
 COPY bin ./bin
 USER node
 EXPOSE 9464
-ENTRYPOINT ["node", "bin/wxacode.js"]
+# Stack traces name the TypeScript source lines (dist/ ships its .js.map files), not the compiled JavaScript.
+ENTRYPOINT ["node", "--enable-source-maps", "bin/wxacode.js"]
 CMD ["worker", "--metrics-port", "9464"]
