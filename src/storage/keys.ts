@@ -20,6 +20,10 @@
  *
  * Manifests: `<appid>/manifests/<campaign>.<csv|jsonl>`, the campaign name written with `encodeSegment`.
  * `manifests` cannot collide with a kind.
+ *
+ * In a local folder the file name (the last segment) is `localPath`'s: each upper-case letter A-Z is written as
+ * `~XX` too, so `abc` and `ABC` stay two files on a case-insensitive file system. S3 keys are case-sensitive and
+ * keep their letters.
  */
 import { createHash } from 'node:crypto';
 import { type CodeOptions, expectedImageType } from '../wechat/params.js';
@@ -115,4 +119,21 @@ export function manifestKey(appid: string, campaign: string, ext: 'csv' | 'jsonl
     throw new Error(`cannot build a manifest key from appid "${appid}" and campaign "${campaign}"`);
   }
   return `${encodeSegment(appid)}/manifests/${encodeSegment(campaign)}.${ext}`;
+}
+
+/**
+ * A key as a path in a local folder: its file name with every upper-case letter A-Z written as `~XX`, the escape
+ * `encodeSegment` uses, so the name still decodes to the same value. What is left is lower-case letters, digits,
+ * `_ - .` and escapes whose hex is always upper-case; lowercasing such names is one-to-one, so no two keys meet
+ * on a file system that ignores case. A name without upper-case letters is unchanged. The folders (appid, kind,
+ * variant, `manifests`) are left alone: WeChat appids, kinds and variants are lower-case already.
+ */
+export function localPath(key: string): string {
+  const slash = key.lastIndexOf('/');
+  const name = key
+    .slice(slash + 1)
+    .replace(/~[0-9A-F]{2}|[A-Z]/g, (m) =>
+      m.length === 1 ? `~${m.charCodeAt(0).toString(16).toUpperCase()}` : m,
+    );
+  return key.slice(0, slash + 1) + name;
 }

@@ -1,13 +1,16 @@
-/** Images in a local folder: each key is a file path under it. */
+/** Images in a local folder: each key is a file path under it, its file name as `localPath` writes it. */
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { localPath } from './keys.js';
 import { checkKey, checkRoundTrip, joinUrl, type PutResult, type Storage, StorageError } from './storage.js';
 
 export class LocalStorage implements Storage {
   readonly description: string;
   readonly #publicBaseUrl: string | undefined;
+  /** Per folder, the names in it that a version before `localPath` wrote with upper-case letters. */
+  readonly #legacyNames = new Map<string, Promise<Set<string>>>();
 
   constructor(dir: string, publicBaseUrl?: string) {
     this.description = path.resolve(dir);
@@ -20,12 +23,15 @@ export class LocalStorage implements Storage {
 
   async exists(key: string): Promise<boolean> {
     const file = this.#file(key);
-    try {
-      return (await stat(file)).isFile();
-    } catch (err) {
-      if (isMissing(err)) return false;
-      throw this.#error('check', file, err);
-    }
+    const found = async () => {
+      try {
+        return (await stat(file)).isFile();
+      } catch (err) {
+        if (isMissing(err)) return false;
+        throw this.#error('check', file, err);
+      }
+    };
+    return (await found()) || ((await this.#adoptLegacy(key, file)) && (await found()));
   }
 
   /** Written to a temporary file beside the target, synced, then renamed: a crash never leaves half an image. */
@@ -53,24 +59,58 @@ export class LocalStorage implements Storage {
 
   async get(key: string): Promise<Buffer | undefined> {
     const file = this.#file(key);
-    try {
-      return await readFile(file);
-    } catch (err) {
-      if (isMissing(err)) return undefined;
-      throw this.#error('read', file, err);
-    }
+    const read = async () => {
+      try {
+        return await readFile(file);
+      } catch (err) {
+        if (isMissing(err)) return undefined;
+        throw this.#error('read', file, err);
+      }
+    };
+    return (await read()) ?? ((await this.#adoptLegacy(key, file)) ? await read() : undefined);
   }
 
   url(key: string): string {
     const file = this.#file(key);
-    return this.#publicBaseUrl === undefined ? pathToFileURL(file).href : joinUrl(this.#publicBaseUrl, key);
+    return this.#publicBaseUrl === undefined
+      ? pathToFileURL(file).href
+      : joinUrl(this.#publicBaseUrl, localPath(key));
   }
 
   async close(): Promise<void> {}
 
+  /**
+   * A code stored before file names were made case-distinct sits under its key's own name: rename it to the
+   * new one rather than pay WeChat for it again (A and C codes count against a lifetime quota). The folder's
+   * listing, read once, is compared exactly: on a case-insensitive file system a plain stat of `ABC.jpg` would
+   * find `abc.jpg`. True when a file was moved (or another worker moved it first).
+   */
+  async #adoptLegacy(key: string, file: string): Promise<boolean> {
+    const legacy = path.join(this.description, ...key.split('/'));
+    if (legacy === file) return false;
+    const dir = path.dirname(file);
+    let names = this.#legacyNames.get(dir);
+    if (!names) {
+      names = readdir(dir).then(
+        (all) => new Set(all.filter((name) => localPath(name) !== name)),
+        () => new Set<string>(),
+      );
+      this.#legacyNames.set(dir, names);
+    }
+    const name = path.basename(legacy);
+    if (!(await names).has(name)) return false;
+    (await names).delete(name);
+    try {
+      await rename(legacy, file);
+    } catch (err) {
+      if (!isMissing(err)) throw this.#error('rename', legacy, err);
+    }
+    return true;
+  }
+
   #file(key: string): string {
     checkKey(key, this.description);
-    const file = path.join(this.description, ...key.split('/'));
+    const file = path.join(this.description, ...localPath(key).split('/'));
     // A second fence behind checkKey: whatever the platform's path rules, the file stays under the folder.
     const inside = path.relative(this.description, file);
     if (inside === '' || inside === '..' || inside.startsWith(`..${path.sep}`) || path.isAbsolute(inside)) {
