@@ -34,7 +34,10 @@ export class LocalStorage implements Storage {
     return (await found()) || ((await this.#adoptLegacy(key, file)) && (await found()));
   }
 
-  /** Written to a temporary file beside the target, synced, then renamed: a crash never leaves half an image. */
+  /**
+   * Written to a temporary file beside the target, synced, renamed, then the folder synced: a crash never leaves
+   * half an image, and a power loss after `put` returns (the row then marked done) cannot lose the rename.
+   */
   async put(key: string, body: Buffer, _contentType: string): Promise<PutResult> {
     const file = this.#file(key);
     const temp = path.join(path.dirname(file), `.${path.basename(file)}.${randomUUID().slice(0, 8)}.tmp`);
@@ -53,6 +56,7 @@ export class LocalStorage implements Storage {
         await rm(temp, { force: true });
         throw err;
       }
+      await syncDir(path.dirname(file));
     });
     return { key, url: this.url(key) };
   }
@@ -146,4 +150,24 @@ export class LocalStorage implements Storage {
 function isMissing(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException).code;
   return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/** Make a rename in `dir` durable. Windows cannot open a folder for syncing; there the rename stands unsynced. */
+async function syncDir(dir: string): Promise<void> {
+  let handle: Awaited<ReturnType<typeof open>>;
+  try {
+    handle = await open(dir, 'r');
+  } catch (err) {
+    if (process.platform === 'win32') return;
+    throw err;
+  }
+  try {
+    await handle.sync();
+  } catch (err) {
+    // Some file systems (and Windows) refuse fsync on a folder: nothing more can be done there.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EINVAL' && code !== 'EPERM' && code !== 'EISDIR') throw err;
+  } finally {
+    await handle.close();
+  }
 }
