@@ -1,7 +1,8 @@
 /**
  * Mock code images: a standard QR code (error correction M) drawn into exactly `width`×`width` pixels with a
- * quiet zone, as JPEG, or as PNG with a transparent background when `is_hyaline` is true (wechat-api.md,
- * "Responses"). Benchmarks ask for hundreds a second, so modules are filled straight into the pixel buffer.
+ * quiet zone, as JPEG, or as PNG with a transparent background when `is_hyaline` is true
+ * (docs/wechat-api.md, "Responses"). Benchmarks ask for hundreds a second, so modules are filled straight
+ * into the pixel buffer.
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';

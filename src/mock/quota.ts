@@ -1,6 +1,6 @@
 /**
  * What WeChat counts per app on the code endpoints: the minute rate cap, the lifetime A + C total and the
- * daily A limit (wechat-api.md, "Endpoints").
+ * daily A limit (docs/wechat-api.md, "Endpoints").
  */
 import type { RateLimit } from '../config.js';
 import { beijingDay } from './tokens.js';

@@ -1,5 +1,5 @@
 /**
- * A standalone fake of the WeChat API (shared/wechat-api.md) on plain node:http, for development, tests, the
+ * A standalone fake of the WeChat API (docs/wechat-api.md) on plain node:http, for development, tests, the
  * demo and benchmarks: the token endpoints, the three code endpoints with WeChat's errcodes, quotas and rate
  * cap, configurable faults, and admin endpoints under `/__mock/` so another process can drive it.
  */

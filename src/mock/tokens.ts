@@ -1,7 +1,7 @@
 /**
- * Access tokens as WeChat hands them out (wechat-api.md, "Access tokens"): classic tokens from /cgi-bin/token,
- * each fetch retiring the previous one after an overlap; stable tokens from /cgi-bin/stable_token, the same
- * token while it is valid, isolated from the classic ones.
+ * Access tokens as WeChat hands them out (docs/wechat-api.md, "Access tokens"): classic tokens from
+ * /cgi-bin/token, each fetch retiring the previous one after an overlap; stable tokens from
+ * /cgi-bin/stable_token, the same token while it is valid, isolated from the classic ones.
  */
 import { randomBytes } from 'node:crypto';
 

@@ -1,5 +1,5 @@
 /**
- * One HTTP exchange with WeChat and what its answer means (shared/wechat-api.md, "Responses").
+ * One HTTP exchange with WeChat and what its answer means (docs/wechat-api.md, "Responses").
  * WeChat sends its JSON errors with HTTP 200 and a Content-Type that cannot be trusted, so every decision here is
  * made from the body bytes. Messages never quote the body or the request URL: a proxy's HTML page can echo the
  * URL, and the URL carries the access token (or, for classic token requests, the secret).

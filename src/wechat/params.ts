@@ -1,5 +1,5 @@
 /**
- * Parameter rules of the three code endpoints (shared/wechat-api.md, "Parameters").
+ * Parameter rules of the three code endpoints (docs/wechat-api.md, "Parameters").
  * Enqueue-time validation, the client and the mock server all use these, so a row that passes here is
  * one WeChat accepts, and a person gets the same message before spending a call as after.
  */
