@@ -37,7 +37,10 @@ export interface TokenProviderOptions {
   dispatcher?: Dispatcher;
   /** Refresh a token once less than this is left of its life (at the latest at half its life). Default 5 min. */
   refreshAheadMs?: number;
-  /** How long the fetch lock lives if its holder dies; token requests time out within it. Default 10 s. */
+  /**
+   * How long the fetch lock lives if its holder dies. A token request, connection and body included, gets half
+   * of it; the other half covers the Redis calls around it. Default 10 s.
+   */
   lockTtlMs?: number;
   hooks?: { fetched?(appid: string, mode: string, forced: boolean): void };
 }
@@ -58,6 +61,7 @@ const RETRY_REFRESH_MS = 5_000;
 const SCRIPTS = {
   wxReleaseTokenLock: luaScript('releaseTokenLock', 1),
   wxDropToken: luaScript('dropToken', 1),
+  wxStoreToken: luaScript('storeToken', 2),
 };
 
 export class TokenProvider implements TokenSource {
@@ -148,20 +152,23 @@ export class TokenProvider implements TokenSource {
     for (;;) {
       const cached = await this.#read(appid, avoid);
       if (cached && Date.now() < cached.refreshAt) return cached;
-      const owner = randomUUID();
-      const locked = await this.#redis.set(this.#key(appid, ':lock'), owner, 'PX', this.#lockTtlMs, 'NX');
+      const lock = { key: this.#key(appid, ':lock'), owner: randomUUID() };
+      const locked = await this.#redis.set(lock.key, lock.owner, 'PX', this.#lockTtlMs, 'NX');
       if (locked === 'OK') {
+        // One deadline for the whole fetch, well inside the lock's life: once the lock expires another process
+        // may fetch too, which in classic mode knocks out the token this one gets.
+        const fetchDeadline = AbortSignal.timeout(this.#lockTtlMs / 2);
         try {
           // Another process may have stored a token between our read and the lock.
           const again = await this.#read(appid, avoid);
           if (again && Date.now() < again.refreshAt) return again;
-          return await this.#fetch(appid, avoid !== undefined);
+          return await this.#fetch(appid, avoid !== undefined, lock, fetchDeadline);
         } catch (err) {
           if (!cached) throw err;
           // An early refresh failed but the token is still valid: keep serving it, try again a little later.
           return { ...cached, refreshAt: Math.min(cached.expiresAt, Date.now() + RETRY_REFRESH_MS) };
         } finally {
-          await this.#redis.wxReleaseTokenLock(this.#key(appid, ':lock'), owner);
+          await this.#redis.wxReleaseTokenLock(lock.key, lock.owner);
         }
       }
       if (cached) return cached;
@@ -174,16 +181,24 @@ export class TokenProvider implements TokenSource {
     }
   }
 
-  /** Call the token endpoint (the caller holds the lock) and store the answer in the cache key. */
-  async #fetch(appid: string, forceWanted: boolean): Promise<CachedToken> {
+  /**
+   * Call the token endpoint (the caller holds `lock`) within `deadline`, and store the answer in the cache key
+   * only while the lock is still ours. A lock lost meanwhile means another process may have fetched a newer token:
+   * this one is then dropped unused and the call fails transiently, so an early refresh keeps serving the cached
+   * token and any other caller retries, finding the token the lock's new holder stores.
+   */
+  async #fetch(
+    appid: string,
+    forceWanted: boolean,
+    lock: { key: string; owner: string },
+    deadline: AbortSignal,
+  ): Promise<CachedToken> {
     const forced =
       forceWanted &&
       this.#mode === 'stable' &&
       (await this.#redis.set(this.#key(appid, ':forced'), '1', 'PX', FORCE_INTERVAL_MS, 'NX')) === 'OK';
     const what = `the access token request for ${appid}`;
     const secret = this.#secretOf(appid).reveal();
-    // Both timeouts stay within the lock's life, so another process does not start a second fetch meanwhile.
-    const timeouts = { headersTimeout: this.#lockTtlMs / 2, bodyTimeout: this.#lockTtlMs / 2 };
     const grant = 'client_credential';
     const answer = await exchange(
       this.#dispatcher,
@@ -194,16 +209,21 @@ export class TokenProvider implements TokenSource {
             method: 'POST',
             headers: { 'content-type': 'application/json' },
             body: JSON.stringify({ grant_type: grant, appid, secret, force_refresh: forced }),
-            ...timeouts,
+            signal: deadline,
           }
         : {
             origin: this.#origin,
             path: `${this.#basePath}/cgi-bin/token?${new URLSearchParams({ grant_type: grant, appid, secret })}`,
             method: 'GET',
-            ...timeouts,
+            signal: deadline,
           },
       what,
-    );
+    ).catch((err: unknown) => {
+      if (!deadline.aborted) throw err;
+      throw new TransientError(`${what} took longer than ${this.#lockTtlMs / 2} ms`, undefined, {
+        cause: err,
+      });
+    });
     const { access_token: token, expires_in: expiresIn } = jsonAnswer(answer, what);
     if (typeof token !== 'string' || token === '' || typeof expiresIn !== 'number' || !(expiresIn > 0)) {
       throw new TransientError(`${what} answered without access_token and expires_in`, answer.status);
@@ -216,7 +236,16 @@ export class TokenProvider implements TokenSource {
       expiresAt: now + lifeMs,
       refreshAt: now + Math.max(lifeMs - this.#refreshAheadMs, lifeMs / 2),
     };
-    await this.#redis.set(this.#key(appid), JSON.stringify(entry), 'PX', Math.ceil(lifeMs));
+    const stored = await this.#redis.wxStoreToken(
+      lock.key,
+      this.#key(appid),
+      lock.owner,
+      JSON.stringify(entry),
+      Math.ceil(lifeMs),
+    );
+    if (stored !== 1) {
+      throw new TransientError(`lost the token lock of ${appid} during the fetch; dropped the token it got`);
+    }
     return entry;
   }
 }
