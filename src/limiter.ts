@@ -1,6 +1,6 @@
 /**
  * One Bottleneck limiter per appid, clustered in Redis, so every worker process on every machine shares the
- * app's per-minute cap (shared/wechat-api.md: 5000 calls/min for getwxacodeunlimit).
+ * app's per-minute cap (docs/wechat-api.md: 5000 calls/min for getwxacodeunlimit).
  *
  * - `minTime` spreads calls evenly: with a spacing a hair above `duration / count`, no sliding window of that
  *   duration can hold more than `count` calls, which a fixed reservoir alone cannot promise (it allows `count` at
@@ -68,8 +68,6 @@ export class AppLimiter {
   readonly #window: WindowLog;
   #rebuilding: Promise<void> | undefined;
   #closed = false;
-  /** How many times the limiter was rebuilt after losing its Redis state. */
-  rebuilds = 0;
 
   constructor(options: AppLimiterOptions) {
     this.#options = options;
@@ -132,7 +130,6 @@ export class AppLimiter {
   #rebuild(): Promise<void> {
     if (this.#closed) return Promise.resolve();
     this.#rebuilding ??= (async () => {
-      this.rebuilds += 1;
       this.#logger.warn(
         { appid: this.#options.appid },
         'rate limiter state vanished from Redis; rebuilding it',
@@ -150,14 +147,19 @@ export class AppLimiter {
     return this.#rebuilding;
   }
 
-  /** Run `fn` when the app's shared cap allows one more call. `fn` runs at most once. */
-  async schedule<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * Run `fn` when the app's shared cap allows one more call. `fn` runs at most once. `beforeCall` runs when the
+   * slot comes up and may throw to give the call up (the campaign was stopped, the app backed off meanwhile):
+   * it runs before the call is entered in the Redis call log, so a call given up costs the app no slot there.
+   */
+  async schedule<T>(fn: () => Promise<T>, beforeCall?: () => Promise<void>): Promise<T> {
     // Bottleneck rejects with its own bookkeeping error when Redis fails after the task ran; the task's
     // outcome is kept so that such a failure never makes us run (and pay for) the call twice.
     let outcome: { ok: true; value: T } | { ok: false; error: unknown } | undefined;
     const task = async () => {
-      await this.#window.acquire();
       try {
+        await beforeCall?.();
+        await this.#window.acquire();
         const value = await fn();
         outcome = { ok: true, value };
         return value;
@@ -185,11 +187,6 @@ export class AppLimiter {
         throw err;
       }
     }
-  }
-
-  /** The reservoir as the cluster sees it now (calls left in the current interval). */
-  currentReservoir(): Promise<number | null> {
-    return this.#limiter.currentReservoir();
   }
 
   async close(): Promise<void> {

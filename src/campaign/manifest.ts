@@ -3,7 +3,7 @@
  * it to a file or stdout; a completed campaign also gets it in storage next to its codes.
  */
 import type { Storage } from '../storage/index.js';
-import { manifestKey, objectKey } from '../storage/index.js';
+import { objectKey } from '../storage/index.js';
 import { rowField } from '../wechat/params.js';
 import type { CampaignMeta, CampaignStore } from './store.js';
 
@@ -81,22 +81,4 @@ export async function writeManifestTo(
     count++;
   }
   return count;
-}
-
-/** Store the CSV manifest next to the campaign's codes; returns its key. */
-export async function storeManifest(
-  store: CampaignStore,
-  storage: Storage,
-  campaign: string,
-): Promise<string> {
-  const meta = await store.get(campaign);
-  if (!meta) throw new Error(`campaign ${campaign} does not exist`);
-  const parts: string[] = [];
-  await writeManifestTo(store, storage, meta, 'csv', (text) => {
-    parts.push(text);
-  });
-  const key = manifestKey(meta.appid, meta.id, 'csv');
-  await storage.put(key, Buffer.from(parts.join('')), 'text/csv; charset=utf-8');
-  await store.setManifestKey(campaign, key);
-  return key;
 }

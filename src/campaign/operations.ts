@@ -1,7 +1,7 @@
 /** Operations on existing campaigns: status and retry. The CLI is a thin shell over these. */
 import type { ConnectionOptions } from 'bullmq';
 import type { Storage } from '../storage/index.js';
-import { storeManifest } from './manifest.js';
+import { CampaignLifecycle } from './lifecycle.js';
 import { jobsFor, openQueue } from './queue.js';
 import type { CampaignMeta, CampaignState, CampaignStore, StopReason } from './store.js';
 
@@ -112,9 +112,10 @@ export async function retryCampaign(
   storage?: Storage,
 ): Promise<RetryResult> {
   const meta = await loadCampaign(store, campaign);
+  const lifecycle = new CampaignLifecycle(store, storage);
   if (meta.stop?.errcode === 45029) await store.clearAppStop(meta.appid, 'acQuota');
   await store.clearAppStop(meta.appid, 'credentials');
-  await store.resume(campaign);
+  await lifecycle.resume(campaign);
   const queue = openQueue(connection, store.prefix, meta.appid);
   let requeued = 0;
   try {
@@ -127,10 +128,7 @@ export async function retryCampaign(
   } finally {
     await queue.close();
   }
-  const completed = (await store.finishEnqueue(campaign)) === 'completed';
-  const manifestStored =
-    storage && (completed || (await store.state(campaign)) === 'completed') && !meta.manifestKey
-      ? await storeManifest(store, storage, campaign)
-      : undefined;
+  const finished = await lifecycle.finishEnqueue(campaign);
+  const manifestStored = finished.manifestKey ?? (await lifecycle.ensureManifest(campaign));
   return { campaign, requeued, resumedFrom: stopOf(meta.stop), manifestStored };
 }

@@ -15,7 +15,7 @@ import type { ConnectionOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Storage } from '../storage/index.js';
 import { type CodeOptions, codeOptionsProblems, rowProblem } from '../wechat/params.js';
-import { storeManifest } from './manifest.js';
+import { CampaignLifecycle } from './lifecycle.js';
 import { jobsFor, openQueue } from './queue.js';
 import { readSource, type SourceFormat, type SourceItem } from './source.js';
 import { type CampaignMeta, CampaignStore, campaignIdProblem } from './store.js';
@@ -176,9 +176,7 @@ export async function enqueueCampaign(o: EnqueueOptions): Promise<EnqueueResult>
       await queue.close();
     }
 
-    if ((await store.finishEnqueue(o.campaign)) === 'completed' && o.storage) {
-      await storeManifest(store, o.storage, o.campaign);
-    }
+    await new CampaignLifecycle(store, o.storage).finishEnqueue(o.campaign);
     const meta = (await store.get(o.campaign))!;
     return { campaign: o.campaign, enqueued, duplicates, invalid, total: meta.total, state: meta.state };
   } finally {

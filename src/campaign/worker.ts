@@ -1,20 +1,29 @@
 /**
  * A worker process: one BullMQ Worker per configured app, each drawing its calls from that app's clustered
- * limiter. For each job: skip codes already stored, call WeChat, upload, record. How each WeChat answer is
- * handled follows the reaction from the one table in `wechat/errors.ts`.
+ * limiter. For each job: skip codes already stored, call WeChat, upload, record. What happens when a job does not
+ * end in a stored code is decided by `policy.ts`; this file carries the decisions out.
  */
-import { DelayedError, type Job, Queue, RateLimitError, Worker } from 'bullmq';
+import { DelayedError, type Job, type Queue, RateLimitError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { type Config, workerApps } from '../config.js';
-import { AppLimiter, defaultSlackMs } from '../limiter.js';
+import { AppLimiter } from '../limiter.js';
 import { type Logger, silentLogger } from '../log.js';
 import { createStorage, objectKey, type Storage } from '../storage/index.js';
 import { imageTypeOf } from '../wechat/body.js';
 import { WechatClient } from '../wechat/client.js';
-import { isTransientError, isWechatError, type WechatError } from '../wechat/errors.js';
+import { isTransientError, isWechatError } from '../wechat/errors.js';
 import { TokenProvider } from '../wechat/token.js';
-import { storeManifest } from './manifest.js';
-import { type CodeJobData, queueName, retryDelay } from './queue.js';
+import { CampaignLifecycle } from './lifecycle.js';
+import {
+  AppBackedOff,
+  CampaignStopped,
+  CorruptCampaign,
+  type Decision,
+  decide,
+  type JobOutcome,
+  outcomeOf,
+} from './policy.js';
+import { type CodeJobData, openQueue, retryDelay } from './queue.js';
 import { type CampaignMeta, CampaignStore } from './store.js';
 
 /** Observations for metrics; every method optional. */
@@ -47,7 +56,7 @@ export interface CodeWorkerOptions {
   lockDurationMs?: number;
   /** How often BullMQ looks for stalled jobs. Default 5000 ms. */
   stalledIntervalMs?: number;
-  /** Delay before retrying an upload when storage is unreachable (doubles up to 30 s). Default 1000 ms. */
+  /** Delay before retrying when storage fails (doubles with each failure in a row, up to 30 s). Default 1000 ms. */
   storageRetryMs?: number;
   /** How long a WeChat call may wait for the answer's headers, and then for its body. Default 15 000 ms each. */
   wechatTimeoutMs?: number;
@@ -55,8 +64,20 @@ export interface CodeWorkerOptions {
 
 const STORAGE_RETRY_MAX_MS = 30_000;
 
-class CampaignStopped extends Error {}
-class SlotMissed extends Error {}
+/**
+ * BullMQ honours `queue.rateLimit()` in `moveToActive` only for workers that have a `limiter` option: with one,
+ * every worker of the app, in every process, stops taking jobs while the back-off lasts. The limit itself is
+ * never reached (the cap is kept by AppLimiter); a back-off sets the counter far above it.
+ */
+const BULLMQ_LIMITER = { max: 1_000_000_000, duration: 1000 };
+
+interface App {
+  worker: Worker<CodeJobData>;
+  queue: Queue<CodeJobData>;
+  limiter: AppLimiter;
+  /** BullMQ's rate-limit key of the app's queue: far above the limit while the app is backed off. */
+  backoffKey: string;
+}
 
 export class CodeWorker {
   readonly #o: CodeWorkerOptions;
@@ -64,18 +85,15 @@ export class CodeWorker {
   readonly #hooks: WorkerHooks;
   readonly #connection: Redis;
   readonly #store: CampaignStore;
+  readonly #lifecycle: CampaignLifecycle;
   readonly #storage: Storage;
   readonly #tokens: TokenProvider;
   readonly #client: WechatClient;
-  /** How late after its limiter slot a call may still leave: half the limiter's slack. */
-  readonly #lateMs: number;
-  readonly #apps = new Map<
-    string,
-    { worker: Worker<CodeJobData>; queue: Queue<CodeJobData>; limiter: AppLimiter }
-  >();
-  readonly #campaigns = new Map<string, Promise<CampaignMeta | undefined>>();
-  /** Storage failures per object key in this process, for the storage retry backoff. */
-  readonly #storageRetries = new Map<string, number>();
+  readonly #apps = new Map<string, App>();
+  /** Campaign options and app never change after creation: each is read once. Only found ones are kept. */
+  readonly #campaigns = new Map<string, CampaignMeta>();
+  /** Storage failures in a row in this process, for the storage retry backoff; any success resets it. */
+  #storageFailures = 0;
   #closing: Promise<void> | undefined;
   #stoppedApps = new Set<string>();
   #resolveAllStopped!: () => void;
@@ -89,11 +107,11 @@ export class CodeWorker {
     this.#logger = options.logger ?? silentLogger;
     this.#hooks = options.hooks ?? {};
     const { config } = options;
-    this.#lateMs = defaultSlackMs(config.rateLimit) / 2;
     this.#connection = new Redis(config.redisUrl, { maxRetriesPerRequest: null });
     this.#connection.on('error', (err) => this.#logger.debug({ err: err.message }, 'redis connection error'));
     this.#store = new CampaignStore(this.#connection, config.prefix);
     this.#storage = storage;
+    this.#lifecycle = new CampaignLifecycle(this.#store, storage, this.#logger);
     this.#tokens = new TokenProvider({
       redis: this.#connection,
       prefix: config.prefix,
@@ -139,78 +157,50 @@ export class CodeWorker {
       rate: config.rateLimit,
       logger: this.#logger,
     });
-    const queue = new Queue<CodeJobData>(queueName(appid), { connection, prefix: config.prefix });
-    const worker = new Worker<CodeJobData>(
-      queueName(appid),
-      (job, token) => this.#process(appid, job, token),
-      {
-        connection,
-        prefix: config.prefix,
-        concurrency: this.#o.concurrency ?? 8,
-        lockDuration: this.#o.lockDurationMs ?? 10_000,
-        stalledInterval: this.#o.stalledIntervalMs ?? 5_000,
-        // A job whose worker was killed is stalled, not faulty: BullMQ's default (1) would fail it on the second
-        // crash, and a failed job would leave its row pending with nobody working on it.
-        maxStalledCount: 1000,
-        // The campaign's rows hash is the record of what happened; finished jobs would only cost memory.
-        removeOnComplete: { count: 0 },
-        removeOnFail: { count: 0 },
-        settings: { backoffStrategy: retryDelay },
-      },
-    );
+    const queue = openQueue(connection, config.prefix, appid);
+    const worker = new Worker<CodeJobData>(queue.name, (job, token) => this.#process(appid, job, token), {
+      connection,
+      prefix: config.prefix,
+      concurrency: this.#o.concurrency ?? 8,
+      limiter: BULLMQ_LIMITER,
+      lockDuration: this.#o.lockDurationMs ?? 10_000,
+      stalledInterval: this.#o.stalledIntervalMs ?? 5_000,
+      // A job whose worker was killed is stalled, not faulty: BullMQ's default (1) would fail it on the second
+      // crash, and a failed job would leave its row pending with nobody working on it.
+      maxStalledCount: 1000,
+      // The campaign's rows hash is the record of what happened; finished jobs would only cost memory.
+      removeOnComplete: { count: 0 },
+      removeOnFail: { count: 0 },
+      settings: { backoffStrategy: retryDelay },
+    });
     worker.on('error', (err) => this.#logger.warn({ err: err.message, appid }, 'worker error'));
-    this.#apps.set(appid, { worker, queue, limiter });
+    this.#apps.set(appid, { worker, queue, limiter, backoffKey: queue.keys.limiter! });
   }
 
-  #campaign(id: string): Promise<CampaignMeta | undefined> {
-    // Options and app never change after creation; state is read fresh where it matters.
-    let meta = this.#campaigns.get(id);
-    if (!meta) {
-      meta = this.#store.get(id);
-      this.#campaigns.set(id, meta);
-      void meta.then((m) => m === undefined && this.#campaigns.delete(id));
+  /** A lookup that fails (Redis away) is not kept: the job's retry asks again. */
+  async #campaign(id: string): Promise<CampaignMeta | undefined> {
+    const known = this.#campaigns.get(id);
+    if (known) return known;
+    let meta: CampaignMeta | undefined;
+    try {
+      meta = await this.#store.get(id);
+    } catch (err) {
+      if (err instanceof SyntaxError) throw new CorruptCampaign(id, err.message);
+      throw err;
     }
+    if (meta) this.#campaigns.set(id, meta);
     return meta;
   }
 
-  async #process(appid: string, job: Job<CodeJobData>, token: string | undefined): Promise<string> {
+  async #process(appid: string, job: Job<CodeJobData>, token: string | undefined): Promise<JobOutcome> {
     try {
-      return await this.#processRow(appid, job, token);
+      return await this.#processRow(appid, job);
     } catch (err) {
-      if (err instanceof DelayedError || err instanceof RateLimitError) throw err;
-      return this.#onRetriableError(appid, job, err);
+      return this.#carryOut(appid, job, token, err);
     }
   }
 
-  /**
-   * WeChat's retry reactions (refresh-token included: the client already refreshed once), network faults and
-   * anything unexpected (Redis going away mid-job): BullMQ retries with exponential backoff and jitter. On the
-   * last attempt the row is recorded as failed with the reason: a job BullMQ fails is removed, and its row would
-   * stay pending with nothing left to settle it.
-   */
-  async #onRetriableError(appid: string, job: Job<CodeJobData>, err: unknown): Promise<string> {
-    const wechat = isWechatError(err);
-    if (!wechat && !isTransientError(err)) {
-      this.#logger.warn(
-        { job: job.id, attempt: job.attemptsMade + 1, err: (err as Error).message },
-        'job failed unexpectedly; it will be retried',
-      );
-    }
-    const attempts = job.opts.attempts ?? 1;
-    const meta = await this.#campaign(job.data.c);
-    if (job.attemptsMade + 1 < attempts || !meta) throw err;
-    const errcode = wechat ? err.errcode : -1;
-    const errmsg = wechat ? err.errmsg : (err as Error).message;
-    this.#hooks.failed?.(appid, wechat ? String(errcode) : isTransientError(err) ? 'transient' : 'error');
-    await this.#settle(meta, job.data.v, {
-      status: 'failed',
-      errcode,
-      errmsg: `${errmsg} (after ${attempts} attempts)`,
-    });
-    return 'failed';
-  }
-
-  async #processRow(appid: string, job: Job<CodeJobData>, token: string | undefined): Promise<string> {
+  async #processRow(appid: string, job: Job<CodeJobData>): Promise<JobOutcome> {
     const { c: campaign, v: value } = job.data;
     const meta = await this.#campaign(campaign);
     if (!meta) return 'unknown-campaign';
@@ -224,56 +214,32 @@ export class CodeWorker {
     }
 
     const key = objectKey({ appid, options: meta.options, value });
-    let stored: boolean;
-    try {
-      stored = await this.#storage.exists(key);
-    } catch (err) {
-      return this.#retryStorageLater(key, 'lookup in', err, job, token);
-    }
-    if (stored) {
-      this.#storageRetries.delete(key);
+    if (await this.#storage.exists(key)) {
+      this.#storageFailures = 0;
+      // A stash left by an upload that did reach storage before it failed is of no more use.
+      await this.#store.dropStash(key);
       this.#hooks.alreadyStored?.(appid);
-      await this.#settle(meta, value, { status: 'done' });
+      await this.#lifecycle.settleRow(campaign, value, { status: 'done' });
       return 'already-stored';
     }
 
     const stashed = await this.#store.stashedImage(key);
-    let image = stashed;
-    if (!image) {
-      try {
-        image = await this.#generate(appid, meta, value, job);
-      } catch (err) {
-        return this.#onGenerateError(appid, meta, value, job, token, err);
-      }
-    }
-    await this.#upload(key, image, stashed !== undefined, job, token);
-    await this.#settle(meta, value, { status: 'done' });
+    const image = stashed ?? (await this.#generate(appid, meta, value, job));
+    await this.#upload(key, image, stashed !== undefined);
+    await this.#lifecycle.settleRow(campaign, value, { status: 'done' });
     return 'generated';
   }
 
   async #generate(appid: string, meta: CampaignMeta, value: string, job: Job<CodeJobData>): Promise<Buffer> {
-    const limiter = this.#apps.get(appid)!.limiter;
+    const app = this.#apps.get(appid)!;
     const image = await this.#client.getCode(appid, meta.options, value, {
       // Every call (the retry after a token refresh included) waits for the app's shared limiter.
-      gate: async (_appid, call) => {
-        for (;;) {
-          const queuedAt = Date.now();
-          try {
-            return await limiter.schedule(async () => {
-              const slotAt = Date.now();
-              this.#hooks.limiterWait?.(appid, slotAt - queuedAt);
-              // Checked again at the last moment: another worker may have stopped the campaign while this job
-              // waited, and a call for a stopped campaign is spent on a row that must fail the same way.
-              if ((await this.#store.state(meta.id)) === 'stopped') throw new CampaignStopped();
-              // A slot is good only now. When Redis is slow to answer (restarting), every job whose slot comes
-              // up meanwhile would call at once when it answers, over the cap: give the slot up, take a new one.
-              if (Date.now() - slotAt > this.#lateMs) throw new SlotMissed();
-              return call();
-            });
-          } catch (err) {
-            if (!(err instanceof SlotMissed)) throw err;
-          }
-        }
+      gate: (_appid, call) => {
+        const queuedAt = Date.now();
+        return app.limiter.schedule(call, async () => {
+          this.#hooks.limiterWait?.(appid, Date.now() - queuedAt);
+          await this.#beforeCall(app, meta.id);
+        });
       },
     });
     this.#hooks.generated?.(appid, meta.kind);
@@ -281,138 +247,129 @@ export class CodeWorker {
     return image.body;
   }
 
-  async #onGenerateError(
-    appid: string,
-    meta: CampaignMeta,
-    value: string,
-    job: Job<CodeJobData>,
-    token: string | undefined,
-    err: unknown,
-  ): Promise<string> {
-    if (err instanceof CampaignStopped) return 'campaign-stopped';
-    if (isWechatError(err)) {
-      switch (err.reaction) {
-        case 'backoff-app':
-          return this.#backOffApp(appid, err);
-        case 'fail-row':
-          this.#hooks.failed?.(appid, String(err.errcode));
-          await this.#settle(meta, value, { status: 'failed', errcode: err.errcode, errmsg: err.errmsg });
-          return 'failed';
-        case 'stop-campaign':
-          await this.#stopCampaign(meta, err.errcode, err.errmsg);
-          return 'campaign-stopped';
-        case 'stop-ac':
-          await this.#store.stopApp(appid, 'acQuota', err.errcode, err.errmsg);
-          await this.#stopCampaign(meta, err.errcode, err.errmsg);
-          return 'campaign-stopped';
-        case 'stop-app':
-          return this.#stopApp(appid, err, job, token);
-        default:
-          break;
-      }
-    }
-    throw err;
+  /**
+   * Checked when the slot comes up, at the last moment: another worker may have stopped the campaign, or backed
+   * the app off, while this job waited. A call made then would be spent on a row that fails the same way, or
+   * would answer 45009 again.
+   */
+  async #beforeCall(app: App, campaign: string): Promise<void> {
+    const [state, backoff] = await Promise.all([
+      this.#store.state(campaign),
+      this.#connection.get(app.backoffKey),
+    ]);
+    if (state === 'stopped') throw new CampaignStopped();
+    if (Number(backoff) >= BULLMQ_LIMITER.max) throw new AppBackedOff();
   }
 
-  async #backOffApp(appid: string, err: WechatError): Promise<never> {
-    this.#hooks.rateLimited?.(appid);
-    const backoff = this.#o.rateLimitBackoffMs ?? Math.max(1000, this.#o.config.rateLimit.durationMs / 10);
-    this.#logger.warn(
-      { appid, errcode: err.errcode, backoffMs: backoff },
-      'WeChat rate limit hit: backing the app off',
-    );
-    // Every worker of the app pauses, and the job goes back to the queue without using up an attempt.
-    await this.#apps.get(appid)!.queue.rateLimit(backoff);
-    throw Worker.RateLimitError();
-  }
-
-  async #stopApp(
-    appid: string,
-    err: WechatError,
-    job: Job<CodeJobData>,
-    token: string | undefined,
-  ): Promise<never> {
-    await this.#store.stopApp(appid, 'credentials', err.errcode, err.errmsg);
-    this.#logger.error(
-      { appid, errcode: err.errcode },
-      `WeChat refused app ${appid} (errcode ${err.errcode}: ${err.errmsg}); this worker stops working for it`,
-    );
-    // The job is not this row's fault: put it back untouched for when the app is fixed.
-    await job.moveToDelayed(Date.now() + 60_000, token);
-    void this.#closeApp(appid);
-    throw new DelayedError();
-  }
-
-  async #upload(
-    key: string,
-    image: Buffer,
-    stashed: boolean,
-    job: Job<CodeJobData>,
-    token: string | undefined,
-  ): Promise<void> {
+  async #upload(key: string, image: Buffer, stashed: boolean): Promise<void> {
     const started = Date.now();
     try {
       // Every image here passed classifyBody (a stashed one did before it was stashed).
       await this.#storage.put(key, image, imageTypeOf(image)!.contentType);
-      this.#hooks.upload?.(Date.now() - started);
-      this.#storageRetries.delete(key);
-      if (stashed) await this.#store.dropStash(key);
     } catch (err) {
       // Keep the image: it cost an API call, and for A/C a unit of a lifetime quota.
       if (!stashed) await this.#store.stashImage(key, image);
-      await this.#retryStorageLater(key, 'upload to', err, job, token);
+      throw err;
     }
+    this.#storageFailures = 0;
+    this.#hooks.upload?.(Date.now() - started);
+    if (stashed) await this.#store.dropStash(key);
   }
 
-  /**
-   * Storage failed (the SDK already retried): come back to the job later without using up an attempt, with a
-   * backoff per object key. Storage being down is not the row's fault, and an outage longer than BullMQ's
-   * attempts would otherwise fail rows, or leave them pending once their job is removed.
-   */
-  async #retryStorageLater(
-    key: string,
-    action: string,
-    err: unknown,
+  async #carryOut(
+    appid: string,
     job: Job<CodeJobData>,
     token: string | undefined,
-  ): Promise<never> {
-    const tries = (this.#storageRetries.get(key) ?? 0) + 1;
-    this.#storageRetries.set(key, tries);
-    const delay = Math.min(STORAGE_RETRY_MAX_MS, (this.#o.storageRetryMs ?? 1000) * 2 ** (tries - 1));
-    this.#logger.warn(
-      { key, err: (err as Error).message, retryInMs: delay },
-      `${action} ${this.#storage.description} failed; the job will be retried without using up an attempt`,
-    );
-    await job.moveToDelayed(Date.now() + delay, token);
-    throw new DelayedError();
+    err: unknown,
+  ): Promise<JobOutcome> {
+    if (err instanceof DelayedError || err instanceof RateLimitError) throw err;
+    const { c: campaign, v: value } = job.data;
+    const meta = this.#campaigns.get(campaign);
+    const decision = decide(err, {
+      kind: meta?.kind ?? 'unlimited',
+      attempt: job.attemptsMade + 1,
+      attempts: job.opts.attempts ?? 1,
+      storageFailures: err instanceof Error && err.name === 'StorageError' ? ++this.#storageFailures : 0,
+      backoffMs: this.#o.rateLimitBackoffMs ?? Math.max(1000, this.#o.config.rateLimit.durationMs / 10),
+      storageRetryMs: this.#o.storageRetryMs ?? 1000,
+      storageRetryMaxMs: STORAGE_RETRY_MAX_MS,
+    });
+    this.#log(decision, job, err);
+    switch (decision.action) {
+      case 'settle-failed':
+        this.#hooks.failed?.(appid, failureLabel(err));
+        await this.#lifecycle.settleRow(campaign, value, {
+          status: 'failed',
+          errcode: decision.errcode,
+          errmsg: decision.errmsg,
+        });
+        break;
+      case 'stop-ac':
+        await this.#store.stopApp(appid, 'acQuota', decision.errcode, decision.errmsg);
+        await this.#stopCampaign(meta ?? { id: campaign, appid }, decision.errcode, decision.errmsg);
+        break;
+      case 'stop-campaign':
+        await this.#stopCampaign(meta ?? { id: campaign, appid }, decision.errcode, decision.errmsg);
+        break;
+      case 'stop-app':
+        await this.#store.stopApp(appid, 'credentials', decision.errcode, decision.errmsg);
+        // The job is not this row's fault: put it back untouched for when the app is fixed.
+        await job.moveToDelayed(Date.now() + 60_000, token);
+        void this.#closeApp(appid);
+        throw new DelayedError();
+      case 'back-off-app':
+        this.#hooks.rateLimited?.(appid);
+        await this.#apps.get(appid)!.queue.rateLimit(decision.ms);
+        throw Worker.RateLimitError();
+      case 'wait-for-app':
+        throw Worker.RateLimitError();
+      case 'delay':
+        await job.moveToDelayed(Date.now() + decision.ms, token);
+        throw new DelayedError();
+      case 'retry':
+        throw err;
+      case 'drop':
+        break;
+    }
+    return outcomeOf(decision)!;
   }
 
-  async #settle(
-    meta: CampaignMeta,
-    value: string,
-    row: Parameters<CampaignStore['markRow']>[2],
+  #log(decision: Decision, job: Job<CodeJobData>, err: unknown): void {
+    const message = (err as Error).message;
+    const at = { job: job.id, campaign: job.data.c, attempt: job.attemptsMade + 1 };
+    switch (decision.action) {
+      case 'stop-app':
+        this.#logger.error(
+          { ...at, errcode: decision.errcode },
+          `WeChat refused the app (errcode ${decision.errcode}: ${decision.errmsg}); this worker stops working for it`,
+        );
+        break;
+      case 'back-off-app':
+        this.#logger.warn({ ...at, backoffMs: decision.ms }, 'WeChat rate limit hit: backing the app off');
+        break;
+      case 'delay':
+        this.#logger.warn(
+          { ...at, err: message, retryInMs: decision.ms },
+          `${this.#storage.description} failed; the job will be retried without using up an attempt`,
+        );
+        break;
+      case 'retry':
+        if (!isWechatError(err) && !isTransientError(err)) {
+          this.#logger.warn({ ...at, err: message }, 'job failed unexpectedly; it will be retried');
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  async #stopCampaign(
+    meta: Pick<CampaignMeta, 'id' | 'appid'>,
+    errcode: number,
+    errmsg: string,
   ): Promise<void> {
-    if ((await this.#store.markRow(meta.id, value, row)) !== 'completed') return;
-    this.#logger.info({ campaign: meta.id }, 'campaign completed');
-    try {
-      const key = await storeManifest(this.#store, this.#storage, meta.id);
-      this.#logger.info({ campaign: meta.id, manifest: this.#storage.url(key) }, 'manifest stored');
-    } catch (err) {
-      this.#logger.error(
-        { campaign: meta.id, err: (err as Error).message },
-        'could not store the manifest; `wxacode export` still lists every row',
-      );
-    }
-  }
-
-  async #stopCampaign(meta: CampaignMeta, errcode: number, errmsg: string): Promise<void> {
-    if (await this.#store.stop(meta.id, errcode, errmsg)) {
+    if (await this.#lifecycle.stop(meta.id, errcode, errmsg))
       this.#hooks.failed?.(meta.appid, String(errcode));
-      this.#logger.error(
-        { campaign: meta.id, errcode, errmsg },
-        `campaign ${meta.id} stopped: WeChat answered ${errcode} (${errmsg}); every remaining row would fail the same way`,
-      );
-    }
   }
 
   async #closeApp(appid: string): Promise<void> {
@@ -434,4 +391,10 @@ export class CodeWorker {
     })();
     return this.#closing;
   }
+}
+
+/** How a failed row is counted in the metrics: its errcode, or what kind of fault it was. */
+function failureLabel(err: unknown): string {
+  if (isWechatError(err)) return String(err.errcode);
+  return isTransientError(err) ? 'transient' : 'error';
 }

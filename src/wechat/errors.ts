@@ -1,7 +1,7 @@
 import type { Kind } from './params.js';
 
 /**
- * How a bulk worker reacts to an answer from WeChat (shared/wechat-api.md, "Error codes").
+ * How a bulk worker reacts to an answer from WeChat (docs/wechat-api.md, "Error codes").
  * - `retry`: transient; retry this row with exponential backoff and jitter.
  * - `backoff-app`: the app's minute quota is spent; slow every worker of the app down, keep the attempt.
  * - `refresh-token`: the shared access token is stale; refresh it once and retry.

@@ -1,5 +1,5 @@
 /**
- * Access tokens, one per app, shared by every process through Redis (shared/wechat-api.md, "Access tokens").
+ * Access tokens, one per app, shared by every process through Redis (docs/wechat-api.md, "Access tokens").
  * Each fetch can knock out the token other servers hold (40001), so exactly one process fetches at a time under a
  * Redis lock and everyone else reads the result from the cache key. The secret never reaches Redis, a message
  * or a log; the token lives only in the cache key `${prefix}:token:${appid}`.

@@ -1,0 +1,97 @@
+/**
+ * The one owner of a campaign's transitions beyond its rows: completing (and storing the manifest that goes with
+ * it), stopping and resuming. Workers settle rows through it, producers and `retry` finish enqueues through it,
+ * and `run` asks it for a manifest that is still missing, so a completed campaign gets its manifest whichever of
+ * them completed it.
+ */
+import { type Logger, silentLogger } from '../log.js';
+import { manifestKey, type Storage } from '../storage/index.js';
+import { writeManifestTo } from './manifest.js';
+import type { CampaignStore, RowStatus } from './store.js';
+
+export type SettleResult = Awaited<ReturnType<CampaignStore['markRow']>>;
+
+export class CampaignLifecycle {
+  readonly #logger: Logger;
+
+  constructor(
+    readonly store: CampaignStore,
+    /** Where manifests go; without it, completion is recorded and the manifest left for `retry` to store. */
+    readonly storage?: Storage,
+    logger?: Logger,
+  ) {
+    this.#logger = logger ?? silentLogger;
+  }
+
+  /** Record a row's outcome; the caller whose row completes the campaign stores its manifest. */
+  async settleRow(campaign: string, value: string, row: RowStatus): Promise<SettleResult> {
+    const result = await this.store.markRow(campaign, value, row);
+    if (result !== 'completed') return result;
+    this.#logger.info({ campaign }, 'campaign completed');
+    try {
+      await this.#storeManifest(campaign);
+    } catch (err) {
+      // The row is settled: failing its job now would not bring the manifest back.
+      this.#logger.error(
+        { campaign, err: (err as Error).message },
+        'could not store the manifest; `wxacode retry` stores it later and `wxacode export` lists every row',
+      );
+    }
+    return result;
+  }
+
+  /**
+   * A producer (an enqueue, a retry) added its last row: the campaign is active, or completed right away, and
+   * then its manifest is stored here (a storage failure is thrown to the producer, whose user can retry).
+   */
+  async finishEnqueue(campaign: string): Promise<{ state: SettleResult; manifestKey?: string }> {
+    const state = await this.store.finishEnqueue(campaign);
+    if (state !== 'completed') return { state };
+    this.#logger.info({ campaign }, 'campaign completed');
+    return { state, manifestKey: await this.#storeManifest(campaign) };
+  }
+
+  /** Stop a running campaign; false when it was not running. Its pending rows wait for `resume`. */
+  async stop(campaign: string, errcode: number, errmsg: string): Promise<boolean> {
+    const stopped = await this.store.stop(campaign, errcode, errmsg);
+    if (stopped) {
+      this.#logger.error(
+        { campaign, errcode, errmsg },
+        `campaign ${campaign} stopped: ${errcode} (${errmsg}); every remaining row would fail the same way`,
+      );
+    }
+    return stopped;
+  }
+
+  /** Clear a stop; the caller queues the rows again and then calls `finishEnqueue`. */
+  async resume(campaign: string): Promise<void> {
+    await this.store.resume(campaign);
+  }
+
+  /**
+   * Store the manifest of a completed campaign that has none yet (storage was down when it completed, or the
+   * process that completed it had no storage). Returns the key it stored, if it stored one.
+   */
+  async ensureManifest(campaign: string): Promise<string | undefined> {
+    const meta = await this.store.get(campaign);
+    if (meta?.state !== 'completed' || meta.manifestKey) return undefined;
+    return this.#storeManifest(campaign);
+  }
+
+  /** The CSV manifest, next to the campaign's codes. */
+  async #storeManifest(campaign: string): Promise<string | undefined> {
+    const storage = this.storage;
+    if (!storage) return undefined;
+    const meta = await this.store.get(campaign);
+    if (!meta) throw new Error(`campaign ${campaign} does not exist`);
+    const parts: string[] = [];
+    await writeManifestTo(this.store, storage, meta, 'csv', (text) => {
+      parts.push(text);
+    });
+    const key = manifestKey(meta.appid, meta.id, 'csv');
+    await storage.put(key, Buffer.from(parts.join('')), 'text/csv; charset=utf-8');
+    await this.store.setManifestKey(campaign, key);
+    this.#logger.info({ campaign, manifest: storage.url(key) }, 'manifest stored');
+    return key;
+  }
+}
