@@ -262,6 +262,12 @@ function parseHttpUrl(text: string): URL | undefined {
 }
 
 /** Pick the settings this module knows from an environment (or any record of strings). */
+/** Why `url` is not a Redis address, with any password in it masked; undefined when it is one. */
+export function redisUrlProblem(url: string): string | undefined {
+  if (/^rediss?:\/\//.test(url) && URL.canParse(url)) return undefined;
+  return `"${redactUrl(url)}" is not a redis:// or rediss:// URL`;
+}
+
 export function settingsFrom(env: NodeJS.ProcessEnv): Settings {
   const settings: Settings = {};
   for (const name of SETTINGS) {
@@ -288,9 +294,8 @@ export function loadConfig(
   const bad = (setting: Setting, message: string) => problems.push({ setting, message });
 
   const redisUrl = s.REDIS_URL ?? DEFAULTS.REDIS_URL;
-  if (!/^rediss?:\/\//.test(redisUrl) || !URL.canParse(redisUrl)) {
-    bad('REDIS_URL', `"${redactUrl(redisUrl)}" is not a redis:// or rediss:// URL`);
-  }
+  const redisProblem = redisUrlProblem(redisUrl);
+  if (redisProblem) bad('REDIS_URL', redisProblem);
 
   const prefix = s.WXACODE_PREFIX ?? DEFAULTS.WXACODE_PREFIX;
   if (!/^[A-Za-z0-9_.-]{1,64}$/.test(prefix)) {

@@ -15,7 +15,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { type Config, ConfigError, redactUrl } from './config.js';
+import { type Config, ConfigError, redactUrl, redisUrlProblem } from './config.js';
 
 /** The folder of local state, relative to the working directory (git-ignored). */
 export const LOCAL_STATE_DIR = '.wxacode';
@@ -63,11 +63,8 @@ interface ServerRecord {
 export function defaultRedisUrl(config: Config, env: NodeJS.ProcessEnv = process.env): string {
   const url = env[DEFAULT_REDIS_URL_ENV];
   if (url === undefined || url === '') return config.redisUrl;
-  if (!/^rediss?:\/\//.test(url) || !URL.canParse(url)) {
-    throw new ConfigError([
-      { setting: DEFAULT_REDIS_URL_ENV, message: `"${redactUrl(url)}" is not a redis:// or rediss:// URL` },
-    ]);
-  }
+  const problem = redisUrlProblem(url);
+  if (problem) throw new ConfigError([{ setting: DEFAULT_REDIS_URL_ENV, message: problem }]);
   return url;
 }
 

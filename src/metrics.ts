@@ -6,13 +6,14 @@
  * Labels stay few and bounded: appid, kind, WeChat's errcodes, job and row states, and the ids of campaigns
  * still running. Never a scene or a path: a million rows would be a million series.
  */
-import { Queue } from 'bullmq';
+import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import { queueName } from './campaign/queue.js';
+import { openQueue } from './campaign/queue.js';
 import { type CampaignMeta, CampaignStore } from './campaign/store.js';
 import type { WorkerHooks } from './campaign/worker.js';
 import { type Logger, silentLogger } from './log.js';
+import { KINDS } from './wechat/params.js';
 
 export interface WorkerMetricsOptions {
   /** Redis of the queues and campaign records, read on each scrape. The caller owns (and closes) it. */
@@ -32,7 +33,6 @@ export interface WorkerMetricsOptions {
 }
 
 const JOB_STATES = ['waiting', 'active', 'delayed'] as const;
-const KINDS = ['unlimited', 'code', 'qrcode'] as const;
 
 /** Reject with a one-sentence error when `promise` takes longer than `ms`; the timer never holds the process. */
 export function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
@@ -67,87 +67,83 @@ export class WorkerMetrics {
     this.#store = new CampaignStore(options.redis, options.prefix);
     this.#queues = new Map(
       options.apps.map((appid) => {
-        const queue = new Queue(queueName(appid), { connection: options.redis, prefix: options.prefix });
+        const queue = openQueue(options.redis, options.prefix, appid);
         // Connection errors also reach the scrape as a failed read; without a listener BullMQ prints each one.
         queue.on('error', (err) => this.#logger.debug({ err: err.message, appid }, 'metrics queue error'));
         return [appid, queue];
       }),
     );
     const registers = [this.registry];
+    const counter = <L extends string>(name: string, help: string, labelNames: L[]) =>
+      new Counter({ name, help, labelNames, registers });
+    const histogram = <L extends string>(name: string, help: string, labelNames: L[], buckets: number[]) =>
+      new Histogram({ name, help, labelNames, buckets, registers });
+    const gauge = <L extends string>(name: string, help: string, labelNames: L[]) =>
+      new Gauge({ name, help, labelNames, registers });
 
-    const generated = new Counter({
-      name: 'wxacode_codes_generated_total',
-      help: 'Codes WeChat generated for this worker (each one an API call that returned an image)',
-      labelNames: ['appid', 'kind'],
-      registers,
-    });
-    const alreadyStored = new Counter({
-      name: 'wxacode_codes_already_stored_total',
-      help: 'Rows settled without a call because their code was already in storage',
-      labelNames: ['appid'],
-      registers,
-    });
-    const failed = new Counter({
-      name: 'wxacode_codes_failed_total',
-      help: 'Rows failed, and campaigns stopped, by WeChat errcode, or "transient" after the last attempt',
-      labelNames: ['appid', 'reason'],
-      registers,
-    });
-    const rateLimited = new Counter({
-      name: 'wxacode_wechat_rate_limited_total',
-      help: 'Answers 45009/45011 (rate cap hit): each one backs the whole app off',
-      labelNames: ['appid'],
-      registers,
-    });
-    const tokenFetches = new Counter({
-      name: 'wxacode_token_fetches_total',
-      help: 'Access tokens fetched from WeChat by this process (the fleet shares them through Redis)',
-      labelNames: ['appid'],
-      registers,
-    });
-    const calls = new Histogram({
-      name: 'wxacode_wechat_call_seconds',
-      help: 'Duration of each code API call; outcome is image, errcode:<n> or transient',
-      labelNames: ['appid', 'kind', 'outcome'],
-      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20],
-      registers,
-    });
-    const limiterWait = new Histogram({
-      name: 'wxacode_limiter_wait_seconds',
-      help: "Time a job waited for its app's fleet-wide rate limiter before calling WeChat",
-      labelNames: ['appid'],
-      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
-      registers,
-    });
-    const upload = new Histogram({
-      name: 'wxacode_upload_seconds',
-      help: 'Duration of each successful image upload to storage, SDK retries included',
-      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-      registers,
-    });
-    this.#queueJobs = new Gauge({
-      name: 'wxacode_queue_jobs',
-      help: "Jobs in an app's queue by state (the same for every worker of a fleet: aggregate with max)",
-      labelNames: ['appid', 'state'],
-      registers,
-    });
-    this.#campaignRows = new Gauge({
-      name: 'wxacode_campaign_rows',
-      help: 'Rows of each campaign not yet completed, by status (pending is its queue depth)',
-      labelNames: ['campaign', 'status'],
-      registers,
-    });
-    this.#campaignState = new Gauge({
-      name: 'wxacode_campaign_state',
-      help: 'State of each campaign not yet completed: 1 for its current state (enqueuing, active, stopped)',
-      labelNames: ['campaign', 'state'],
-      registers,
-    });
-    this.#redisUp = new Gauge({
-      name: 'wxacode_redis_up',
-      help: 'Whether this scrape could read the queues and campaigns from Redis',
-      registers,
-    });
+    const generated = counter(
+      'wxacode_codes_generated_total',
+      'Codes WeChat generated for this worker (each one an API call that returned an image)',
+      ['appid', 'kind'],
+    );
+    const alreadyStored = counter(
+      'wxacode_codes_already_stored_total',
+      'Rows settled without a call because their code was already in storage',
+      ['appid'],
+    );
+    const failed = counter(
+      'wxacode_codes_failed_total',
+      'Rows failed, and campaigns stopped, by WeChat errcode, or "transient" after the last attempt',
+      ['appid', 'reason'],
+    );
+    const rateLimited = counter(
+      'wxacode_wechat_rate_limited_total',
+      'Answers 45009/45011 (rate cap hit): each one backs the whole app off',
+      ['appid'],
+    );
+    const tokenFetches = counter(
+      'wxacode_token_fetches_total',
+      'Access tokens fetched from WeChat by this process (the fleet shares them through Redis)',
+      ['appid'],
+    );
+    const calls = histogram(
+      'wxacode_wechat_call_seconds',
+      'Duration of each code API call; outcome is image, errcode:<n> or transient',
+      ['appid', 'kind', 'outcome'],
+      [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20],
+    );
+    const limiterWait = histogram(
+      'wxacode_limiter_wait_seconds',
+      "Time a job waited for its app's fleet-wide rate limiter before calling WeChat",
+      ['appid'],
+      [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    );
+    const upload = histogram(
+      'wxacode_upload_seconds',
+      'Duration of each successful image upload to storage, SDK retries included',
+      [],
+      [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    );
+    this.#queueJobs = gauge(
+      'wxacode_queue_jobs',
+      "Jobs in an app's queue by state (the same for every worker of a fleet: aggregate with max)",
+      ['appid', 'state'],
+    );
+    this.#campaignRows = gauge(
+      'wxacode_campaign_rows',
+      'Rows of each campaign not yet completed, by status (pending is its queue depth)',
+      ['campaign', 'status'],
+    );
+    this.#campaignState = gauge(
+      'wxacode_campaign_state',
+      'State of each campaign not yet completed: 1 for its current state (enqueuing, active, stopped)',
+      ['campaign', 'state'],
+    );
+    this.#redisUp = gauge(
+      'wxacode_redis_up',
+      'Whether this scrape could read the queues and campaigns from Redis',
+      [],
+    );
     if (options.processMetrics ?? true)
       collectDefaultMetrics({ register: this.registry, prefix: 'wxacode_' });
 

@@ -1,7 +1,8 @@
-/** What every command needs: the config, a checked Redis connection, storage, a logger, and clean errors. */
+/** What every command needs: the config, a checked Redis connection, a logger, the flags and signals they share, and clean errors. */
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { type Config, ConfigError, loadConfig, redactUrl, type Settings } from '../config.js';
+import { type LocalRedis, type LocalRedisOptions, localRedis } from '../local-redis.js';
 import { createLogger, type Logger } from '../log.js';
 
 /** A service the command needs did not answer (Redis, storage, WeChat): one sentence, exit code 1. */
@@ -73,4 +74,59 @@ export function parseInteger(name: string, text: string, min: number, max: numbe
     throw new UsageError(`${name} must be a whole number from ${min} to ${max}, got "${text}"`);
   }
   return value;
+}
+
+export function parseConcurrency(text: string | undefined): number | undefined {
+  return text === undefined ? undefined : parseInteger('--concurrency', text, 1, 1000);
+}
+
+export function parseInterval(name: string, text: string | undefined): number | undefined {
+  return text === undefined ? undefined : parseInteger(name, text, 1, 3600) * 1000;
+}
+
+/** Resolve on the first SIGINT or SIGTERM. */
+export function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      resolve(signal);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}
+
+/** Logs stay at warn unless asked for: the progress display and the closing summary tell the story. */
+export function runLogger(flags: GlobalFlags): Logger {
+  return createLogger({ level: flags.verbose ? 'debug' : (process.env.LOG_LEVEL ?? 'warn') });
+}
+
+function describeLocalRedis(redis: LocalRedis): string {
+  const how = redis.started ? 'started a private redis-server' : 'using the private redis-server';
+  return `REDIS_URL is not set and nothing answers at the default address: ${how} on ${redis.url}, data in ${redis.dir}/\n`;
+}
+
+/**
+ * Run `fn` with the Redis a one-machine command should use (see local-redis.ts) and a checked connection to it;
+ * a private server is released afterwards, whatever happens in `fn`.
+ */
+export async function withLocalRedis<T>(
+  config: Config,
+  options: LocalRedisOptions,
+  fn: (config: Config, redis: Redis) => Promise<T>,
+): Promise<T> {
+  const local = await localRedis(config, options);
+  try {
+    if (local.source === 'private') process.stderr.write(describeLocalRedis(local));
+    const resolved = { ...config, redisUrl: local.url };
+    const redis = await connectRedis(resolved.redisUrl);
+    try {
+      return await fn(resolved, redis);
+    } finally {
+      redis.disconnect();
+    }
+  } finally {
+    await local.release();
+  }
 }

@@ -12,8 +12,15 @@ import { DEFAULT_MOCK_APPS } from '../mock/options.js';
 import { startMockServer } from '../mock/server.js';
 import { objectKey } from '../storage/index.js';
 import { codeOptionsFromFlags, type EnqueueFlags } from './campaign.js';
-import { cliConfig, type GlobalFlags, parseInteger } from './context.js';
-import { parseConcurrency, runCampaign, runLogger, withLocalRedis } from './run.js';
+import {
+  cliConfig,
+  type GlobalFlags,
+  parseConcurrency,
+  parseInteger,
+  runLogger,
+  withLocalRedis,
+} from './context.js';
+import { runCampaign } from './run.js';
 
 /** Fast enough that 200 codes appear in a few seconds, slow enough to watch the bar move. */
 export const DEMO_RATE = '600/10s';

@@ -4,10 +4,9 @@
  */
 import type { Command } from 'commander';
 import { parseRateLimit } from '../config.js';
-import type { MockFaults, MockOptions } from '../mock/options.js';
+import { FAULT_KINDS, type MockFaults, type MockOptions } from '../mock/options.js';
 import { startMockServer } from '../mock/server.js';
-import { cliLogger, type GlobalFlags, parseInteger, UsageError } from './context.js';
-import { untilSignal } from './worker.js';
+import { cliLogger, type GlobalFlags, parseInteger, UsageError, untilSignal } from './context.js';
 
 interface MockServerFlags {
   host: string;
@@ -25,8 +24,6 @@ interface MockServerFlags {
   truncated?: string;
   seed?: string;
 }
-
-const FAULT_FLAGS = ['busy', 'html502', 'drop', 'slow', 'empty', 'truncated'] as const;
 
 const EXAMPLE = `
 Examples:
@@ -87,7 +84,7 @@ function mockOptionsFromFlags(flags: MockServerFlags): MockOptions {
     options.acTotalLimit = parseInteger('--ac-total', flags.acTotal, 0, Number.MAX_SAFE_INTEGER);
   }
   const faults: MockFaults = {};
-  for (const key of FAULT_FLAGS) {
+  for (const key of FAULT_KINDS) {
     const text = flags[key];
     if (text !== undefined) faults[key] = parseFraction(`--${key}`, text);
   }

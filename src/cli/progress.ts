@@ -5,7 +5,7 @@
 import { constants } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CampaignStatus } from '../campaign/operations.js';
-import { untilSignal } from './worker.js';
+import { untilSignal } from './context.js';
 
 /** A completed or stopped campaign: nothing more happens to it without a retry. */
 export function isSettled(status: CampaignStatus): boolean {

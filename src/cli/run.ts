@@ -13,51 +13,24 @@ import { type CampaignStatus, campaignStatus, loadCampaign } from '../campaign/o
 import { CampaignStore } from '../campaign/store.js';
 import { CodeWorker } from '../campaign/worker.js';
 import type { Config } from '../config.js';
-import { type LocalRedis, type LocalRedisOptions, localRedis } from '../local-redis.js';
-import { createLogger, type Logger } from '../log.js';
+import type { Logger } from '../log.js';
 import { createStorage, type Storage } from '../storage/index.js';
 import { addEnqueueOptions, type EnqueueFlags, enqueueFromFlags, printEnqueueResult } from './campaign.js';
-import { cliConfig, connectRedis, type GlobalFlags, parseInteger, UsageError } from './context.js';
+import {
+  cliConfig,
+  type GlobalFlags,
+  parseConcurrency,
+  parseInterval,
+  runLogger,
+  UsageError,
+  withLocalRedis,
+} from './context.js';
 import { followCampaign, Interrupt, isSettled, printSettled } from './progress.js';
 
 export interface RunFlags extends EnqueueFlags, GlobalFlags {
   concurrency?: string;
   output?: string;
   progressInterval?: string;
-}
-
-/** Logs stay at warn unless asked for: the progress display and the closing summary tell the story. */
-export function runLogger(flags: GlobalFlags): Logger {
-  return createLogger({ level: flags.verbose ? 'debug' : (process.env.LOG_LEVEL ?? 'warn') });
-}
-
-function describeLocalRedis(redis: LocalRedis): string {
-  const how = redis.started ? 'started a private redis-server' : 'using the private redis-server';
-  return `REDIS_URL is not set and nothing answers at the default address: ${how} on ${redis.url}, data in ${redis.dir}/\n`;
-}
-
-/**
- * Run `fn` with the Redis a one-machine command should use (see local-redis.ts) and a checked connection to it;
- * a private server is released afterwards, whatever happens in `fn`.
- */
-export async function withLocalRedis<T>(
-  config: Config,
-  options: LocalRedisOptions,
-  fn: (config: Config, redis: Redis) => Promise<T>,
-): Promise<T> {
-  const local = await localRedis(config, options);
-  try {
-    if (local.source === 'private') process.stderr.write(describeLocalRedis(local));
-    const resolved = { ...config, redisUrl: local.url };
-    const redis = await connectRedis(resolved.redisUrl);
-    try {
-      return await fn(resolved, redis);
-    } finally {
-      redis.disconnect();
-    }
-  } finally {
-    await local.release();
-  }
 }
 
 export interface RunPlan {
@@ -170,14 +143,6 @@ export async function runCampaign(plan: RunPlan): Promise<RunResult> {
   }
   const code = printSettled(status, 'run the same command again');
   return { code, status, storage: storage.description };
-}
-
-export function parseConcurrency(text: string | undefined): number | undefined {
-  return text === undefined ? undefined : parseInteger('--concurrency', text, 1, 1000);
-}
-
-export function parseInterval(name: string, text: string | undefined): number | undefined {
-  return text === undefined ? undefined : parseInteger(name, text, 1, 3600) * 1000;
 }
 
 export function registerRunCommand(program: Command): void {

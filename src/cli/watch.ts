@@ -4,9 +4,8 @@ import type { Command } from 'commander';
 import { campaignStatus } from '../campaign/operations.js';
 import { CampaignStore } from '../campaign/store.js';
 import { createStorage } from '../storage/index.js';
-import { cliConfig } from './context.js';
+import { cliConfig, parseInterval, withLocalRedis } from './context.js';
 import { followCampaign, Interrupt, printSettled } from './progress.js';
-import { parseInterval, withLocalRedis } from './run.js';
 
 /** The worker that completes a campaign stores its manifest a moment later: wait that long for its URL. */
 const MANIFEST_WAIT_MS = 5000;

@@ -6,7 +6,16 @@ import { workerApps } from '../config.js';
 import type { Logger } from '../log.js';
 import { WorkerMetrics } from '../metrics.js';
 import { type MetricsServer, startMetricsServer, type WorkerState } from '../metrics-server.js';
-import { cliConfig, cliLogger, connectRedis, type GlobalFlags, parseInteger, UsageError } from './context.js';
+import {
+  cliConfig,
+  cliLogger,
+  connectRedis,
+  type GlobalFlags,
+  parseConcurrency,
+  parseInteger,
+  UsageError,
+  untilSignal,
+} from './context.js';
 
 export interface WorkerFlags {
   concurrency?: string;
@@ -18,19 +27,6 @@ export interface WorkerFlags {
 
 /** Exit code of a worker that had to abandon in-flight jobs (they return to the queue when their locks expire). */
 const FORCED_EXIT = 1;
-
-/** Resolve on the first SIGINT or SIGTERM. */
-export function untilSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const onSignal = (signal: NodeJS.Signals) => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-      resolve(signal);
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-  });
-}
 
 async function serveMetrics(
   flags: WorkerFlags,
@@ -103,10 +99,7 @@ Examples:
     .action(async (flags: WorkerFlags, command: Command) => {
       const config = cliConfig();
       const logger = cliLogger(command.optsWithGlobals<GlobalFlags>());
-      const concurrency =
-        flags.concurrency === undefined
-          ? undefined
-          : parseInteger('--concurrency', flags.concurrency, 1, 1000);
+      const concurrency = parseConcurrency(flags.concurrency);
       const timeoutSeconds = parseInteger('--shutdown-timeout', flags.shutdownTimeout ?? '30', 1, 86_400);
       if (flags.metricsHost !== undefined && flags.metricsPort === undefined) {
         throw new UsageError('--metrics-host needs --metrics-port');

@@ -79,8 +79,6 @@ export const MOCK_DEFAULTS: Readonly<MockSettings> = {
   faults: {},
 };
 
-const FRACTIONS = ['busy', 'html502', 'drop', 'slow', 'empty', 'truncated'] as const;
-
 function show(value: unknown): string {
   return typeof value === 'string' ? `"${value}" (string)` : `${JSON.stringify(value)}`;
 }
@@ -100,7 +98,7 @@ function faultProblems(faults: unknown): string[] {
   const problems: string[] = [];
   for (const [key, value] of Object.entries(faults)) {
     if (value === undefined) continue;
-    if ((FRACTIONS as readonly string[]).includes(key)) {
+    if ((FAULT_KINDS as readonly string[]).includes(key)) {
       if (typeof value !== 'number' || !(value >= 0 && value <= 1)) {
         problems.push(`faults.${key} must be a fraction from 0 to 1, got ${show(value)}`);
       }
@@ -110,7 +108,9 @@ function faultProblems(faults: unknown): string[] {
       if (!Number.isSafeInteger(value))
         problems.push(`faults.seed must be a whole number, got ${show(value)}`);
     } else {
-      problems.push(`faults.${key} is not a fault; known are ${[...FRACTIONS, 'slowMs', 'seed'].join(', ')}`);
+      problems.push(
+        `faults.${key} is not a fault; known are ${[...FAULT_KINDS, 'slowMs', 'seed'].join(', ')}`,
+      );
     }
   }
   return problems;
