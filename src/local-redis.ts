@@ -7,10 +7,16 @@
  * while the worker is still finishing its in-flight jobs; the command shuts it down (SHUTDOWN flushes the AOF)
  * once no other command in the same folder uses it. `server.json` records its port and pid: a server left
  * running by a command that was killed outright is found and reused rather than started twice on one folder.
+ *
+ * Other users of the machine are kept out: the folder is 0700, the server asks for a random password (set in a
+ * 0600 `redis.conf`, never on its command line, where `ps` would show it, and kept in the 0600 `server.json`),
+ * and listens on 127.0.0.1 only. Finding or starting the server, and stopping it after its last user, happen
+ * under a lock file (`start.lock`, holding its owner's pid): two commands started at once share one server.
  */
 import { spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -57,6 +63,8 @@ export interface LocalRedis {
 interface ServerRecord {
   port: number;
   pid: number;
+  /** Absent for a server started by a version without one: it is reused as it is until it stops. */
+  password?: string;
 }
 
 /** The default address for `options`, validated like REDIS_URL. */
@@ -93,8 +101,9 @@ function alive(pid: number): boolean {
   }
 }
 
-function privateUrl(port: number): string {
-  return `redis://127.0.0.1:${port}`;
+function privateUrl(record: Omit<ServerRecord, 'pid'>): string {
+  const auth = record.password === undefined ? '' : `:${record.password}@`;
+  return `redis://${auth}127.0.0.1:${record.port}`;
 }
 
 function freePort(): Promise<number> {
@@ -109,8 +118,11 @@ function freePort(): Promise<number> {
 }
 
 /** A short-lived client of the private server: no retries, so a server that is gone fails at once. */
-async function withClient<T>(port: number, fn: (redis: Redis) => Promise<T>): Promise<T | undefined> {
-  const redis = new Redis(privateUrl(port), {
+async function withClient<T>(
+  server: Omit<ServerRecord, 'pid'>,
+  fn: (redis: Redis) => Promise<T>,
+): Promise<T | undefined> {
+  const redis = new Redis(privateUrl(server), {
     lazyConnect: true,
     connectTimeout: 1000,
     maxRetriesPerRequest: 0,
@@ -130,8 +142,8 @@ async function withClient<T>(port: number, fn: (redis: Redis) => Promise<T>): Pr
 }
 
 /** The pid of the server answering on `port`, so a recorded server is only reused if it is still ours. */
-async function serverPid(port: number): Promise<number | undefined> {
-  const info = await withClient(port, (redis) => redis.info('server'));
+async function serverPid(server: Omit<ServerRecord, 'pid'>): Promise<number | undefined> {
+  const info = await withClient(server, (redis) => redis.info('server'));
   const match = info && /^process_id:(\d+)/m.exec(info);
   return match ? Number(match[1]) : undefined;
 }
@@ -139,7 +151,11 @@ async function serverPid(port: number): Promise<number | undefined> {
 async function readRecord(dir: string): Promise<ServerRecord | undefined> {
   try {
     const record = JSON.parse(await readFile(path.join(dir, 'server.json'), 'utf8')) as ServerRecord;
-    return Number.isInteger(record.port) && Number.isInteger(record.pid) ? record : undefined;
+    const valid =
+      Number.isInteger(record.port) &&
+      Number.isInteger(record.pid) &&
+      (record.password === undefined || typeof record.password === 'string');
+    return valid ? record : undefined;
   } catch {
     return undefined;
   }
@@ -148,7 +164,55 @@ async function readRecord(dir: string): Promise<ServerRecord | undefined> {
 async function runningServer(dir: string): Promise<ServerRecord | undefined> {
   const record = await readRecord(dir);
   if (!record || !alive(record.pid)) return undefined;
-  return (await serverPid(record.port)) === record.pid ? record : undefined;
+  return (await serverPid(record)) === record.pid ? record : undefined;
+}
+
+/** The folder, created (or narrowed, if an earlier version made it) readable by its owner only. */
+async function privateDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chmod(dir, 0o700);
+}
+
+/**
+ * Run `fn` holding `start.lock` in `dir`: created exclusively, with our pid in it. A lock whose pid is dead is
+ * taken over; a live one is waited for, up to `timeoutMs` (it is held at most for one server start).
+ */
+async function withLock<T>(dir: string, timeoutMs: number, fn: () => Promise<T>): Promise<T> {
+  const lock = path.join(dir, 'start.lock');
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const handle = await open(lock, 'wx', 0o600);
+      try {
+        await handle.writeFile(String(process.pid));
+      } finally {
+        await handle.close();
+      }
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    // An empty lock is one being written this instant: its owner is alive.
+    const owner = Number.parseInt(await readFile(lock, 'utf8').catch(() => ''), 10);
+    if (Number.isInteger(owner) && !alive(owner)) {
+      await rm(lock, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) {
+      throw new ConfigError([
+        {
+          setting: 'REDIS_URL',
+          message: `is not set and the private redis-server in ${dir} stays locked by process ${owner} (${lock})`,
+        },
+      ]);
+    }
+    await sleep(25);
+  }
+  try {
+    return await fn();
+  } finally {
+    await rm(lock, { force: true });
+  }
 }
 
 async function lastLogLine(dir: string): Promise<string> {
@@ -163,13 +227,27 @@ async function lastLogLine(dir: string): Promise<string> {
 }
 
 async function startServer(dir: string, defaultUrl: string, timeoutMs: number): Promise<ServerRecord> {
-  await mkdir(dir, { recursive: true });
   const port = await freePort();
-  const args = [
-    ...['--port', String(port), '--bind', '127.0.0.1', '--dir', path.resolve(dir)],
-    ...['--appendonly', 'yes', '--save', '', '--logfile', 'redis.log', '--maxmemory-policy', 'noeviction'],
-  ];
-  const child = spawn('redis-server', args, { cwd: dir, detached: true, stdio: 'ignore' });
+  const password = randomBytes(24).toString('hex');
+  const conf = path.join(path.resolve(dir), 'redis.conf');
+  await rm(conf, { force: true });
+  await writeFile(
+    conf,
+    [
+      `port ${port}`,
+      'bind 127.0.0.1',
+      'protected-mode yes',
+      `requirepass ${password}`,
+      `dir "${path.resolve(dir).replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`,
+      'appendonly yes',
+      'save ""',
+      'logfile redis.log',
+      'maxmemory-policy noeviction',
+      '',
+    ].join('\n'),
+    { mode: 0o600, flag: 'wx' },
+  );
+  const child = spawn('redis-server', [conf], { cwd: dir, detached: true, stdio: 'ignore' });
   try {
     await new Promise((resolve, reject) => {
       child.once('spawn', resolve);
@@ -188,7 +266,7 @@ async function startServer(dir: string, defaultUrl: string, timeoutMs: number): 
   }
   child.unref();
   const deadline = Date.now() + timeoutMs;
-  while (!(await redisAnswers(privateUrl(port), 200))) {
+  while (!(await redisAnswers(privateUrl({ port }), 200))) {
     if (child.exitCode !== null || Date.now() > deadline) {
       if (child.exitCode === null) child.kill('SIGKILL');
       throw new ConfigError([
@@ -200,8 +278,10 @@ async function startServer(dir: string, defaultUrl: string, timeoutMs: number): 
     }
     await sleep(50);
   }
-  const record = { port, pid: child.pid! };
-  await writeFile(path.join(dir, 'server.json'), `${JSON.stringify(record)}\n`);
+  const record: ServerRecord = { port, pid: child.pid!, password };
+  const file = path.join(dir, 'server.json');
+  await rm(file, { force: true });
+  await writeFile(file, `${JSON.stringify(record)}\n`, { mode: 0o600, flag: 'wx' });
   return record;
 }
 
@@ -209,25 +289,27 @@ async function startServer(dir: string, defaultUrl: string, timeoutMs: number): 
  * Register a user of the server (a file named `<pid>.<random>`, so one process may hold it twice); returns the
  * release that shuts the server down after the last user. Users whose process died no longer count.
  */
-async function use(dir: string, record: ServerRecord): Promise<() => Promise<void>> {
+async function use(dir: string, record: ServerRecord, lockTimeoutMs: number): Promise<() => Promise<void>> {
   const users = path.join(dir, 'users');
   await mkdir(users, { recursive: true });
   const mine = `${process.pid}.${randomUUID().slice(0, 8)}`;
   await writeFile(path.join(users, mine), '');
-  return async () => {
-    await rm(path.join(users, mine), { force: true });
-    let others = 0;
-    // The folder may have been deleted under us: then nobody else is registered, and the server must still stop.
-    for (const user of await readdir(users).catch(() => [])) {
-      if (alive(Number.parseInt(user, 10))) others++;
-      else await rm(path.join(users, user), { force: true });
-    }
-    if (others > 0) return;
-    await withClient(record.port, (redis) => redis.call('SHUTDOWN').catch(() => undefined));
-    // The next start opens the same AOF: wait until this server has let go of it.
-    for (let i = 0; i < 200 && alive(record.pid); i++) await sleep(50);
-    if (!alive(record.pid)) await rm(path.join(dir, 'server.json'), { force: true });
-  };
+  // Under the lock: a command starting now must not find this server just before it is shut down.
+  return () =>
+    withLock(dir, lockTimeoutMs, async () => {
+      await rm(path.join(users, mine), { force: true });
+      let others = 0;
+      // The folder may have been deleted under us: then nobody else is registered, and the server must still stop.
+      for (const user of await readdir(users).catch(() => [])) {
+        if (alive(Number.parseInt(user, 10))) others++;
+        else await rm(path.join(users, user), { force: true });
+      }
+      if (others > 0) return;
+      await withClient(record, (redis) => redis.call('SHUTDOWN').catch(() => undefined));
+      // The next start opens the same AOF: wait until this server has let go of it.
+      for (let i = 0; i < 200 && alive(record.pid); i++) await sleep(50);
+      if (!alive(record.pid)) await rm(path.join(dir, 'server.json'), { force: true });
+    });
 }
 
 /**
@@ -245,12 +327,23 @@ export async function localRedis(config: Config, options: LocalRedisOptions = {}
     return { url: defaultUrl, source: 'default', started: false, release: none };
   }
   const dir = options.dir ?? PRIVATE_REDIS_DIR;
-  let record = await runningServer(dir);
-  const started = record === undefined;
-  if (!record) {
-    if (options.start === false) return { url: defaultUrl, source: 'default', started: false, release: none };
-    record = await startServer(dir, defaultUrl, options.startTimeoutMs ?? 30_000);
+  if (options.start === false) {
+    const record = existsSync(dir) ? await runningServer(dir) : undefined;
+    if (!record) return { url: defaultUrl, source: 'default', started: false, release: none };
   }
-  const release = await use(dir, record);
-  return { url: privateUrl(record.port), source: 'private', started, dir, release };
+  const startTimeoutMs = options.startTimeoutMs ?? 30_000;
+  // Another command may hold the lock for a whole start (loading a large AOF), and then some.
+  const lockTimeoutMs = startTimeoutMs + 30_000;
+  await privateDir(dir);
+  return withLock(dir, lockTimeoutMs, async () => {
+    let record = await runningServer(dir);
+    const started = record === undefined;
+    if (!record) {
+      if (options.start === false)
+        return { url: defaultUrl, source: 'default', started: false, release: none };
+      record = await startServer(dir, defaultUrl, startTimeoutMs);
+    }
+    const release = await use(dir, record, lockTimeoutMs);
+    return { url: privateUrl(record), source: 'private', started, dir, release };
+  });
 }

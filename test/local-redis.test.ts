@@ -4,7 +4,7 @@
  * free port here, never the machine's own 6379.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -34,7 +34,7 @@ function alive(pid: number): boolean {
   }
 }
 
-async function record(dir: string): Promise<{ port: number; pid: number }> {
+async function record(dir: string): Promise<{ port: number; pid: number; password: string }> {
   return JSON.parse(await readFile(path.join(dir, 'server.json'), 'utf8'));
 }
 
@@ -119,7 +119,7 @@ describe('the private redis-server', () => {
     const first = await open(dir);
     expect(first).toMatchObject({ source: 'private', started: true, dir });
     const server = await record(dir);
-    expect(first.url).toBe(`redis://127.0.0.1:${server.port}`);
+    expect(first.url).toBe(`redis://:${server.password}@127.0.0.1:${server.port}`);
     expect(alive(server.pid)).toBe(true);
     await client(first.url, async (redis) => {
       expect(await redis.config('GET', 'appendonly')).toEqual(['appendonly', 'yes']);
@@ -145,6 +145,52 @@ describe('the private redis-server', () => {
     await release(third);
   });
 
+  it('two commands started at once share one server, behind a password, in a folder of their own', async () => {
+    const dir = path.join(root, 'concurrent');
+    const [one, two] = await Promise.all([open(dir), open(dir)]);
+    expect(one!.url).toBe(two!.url);
+    expect([one!.started, two!.started].sort()).toEqual([false, true]);
+    const server = await record(dir);
+    expect(server.password).toMatch(/^[0-9a-f]{48}$/);
+    expect(one!.url).toBe(`redis://:${server.password}@127.0.0.1:${server.port}`);
+
+    expect((await stat(dir)).mode & 0o777).toBe(0o700);
+    expect((await stat(path.join(dir, 'server.json'))).mode & 0o777).toBe(0o600);
+    expect((await stat(path.join(dir, 'redis.conf'))).mode & 0o777).toBe(0o600);
+    expect(existsSync(path.join(dir, 'start.lock'))).toBe(false);
+    // The password is in the 0600 config file, not on the command line that `ps` shows every user.
+    const cmdline = await readFile(`/proc/${server.pid}/cmdline`, 'utf8').catch(() => '');
+    expect(cmdline).not.toContain(server.password);
+
+    const anonymous = new Redis(`redis://127.0.0.1:${server.port}`, {
+      maxRetriesPerRequest: 0,
+      lazyConnect: true,
+    });
+    anonymous.on('error', () => undefined);
+    try {
+      await expect(anonymous.set(`${prefix}:x`, '1')).rejects.toThrow(/NOAUTH/);
+    } finally {
+      anonymous.disconnect();
+    }
+    await client(one!.url, async (redis) => {
+      expect(await redis.config('GET', 'bind')).toEqual(['bind', '127.0.0.1']);
+    });
+
+    await Promise.all([release(one!), release(two!)]);
+    expect(alive(server.pid)).toBe(false);
+    expect(existsSync(path.join(dir, 'server.json'))).toBe(false);
+  });
+
+  it('takes over a start lock left by a process that died', async () => {
+    const dir = path.join(root, 'stale-lock');
+    await mkdir(dir, { recursive: true });
+    await writeFile(path.join(dir, 'start.lock'), '999999999');
+    const local = await open(dir);
+    expect(local.started).toBe(true);
+    expect(existsSync(path.join(dir, 'start.lock'))).toBe(false);
+    await release(local);
+  });
+
   it('starts afresh when the recorded server is gone, and forgets users that died', async () => {
     const dir = path.join(root, 'stale');
     const first = await open(dir);
@@ -160,9 +206,9 @@ describe('the private redis-server', () => {
     const second = await open(dir);
     expect(second.started).toBe(true);
     // A new server, whatever port the OS handed out this time (it may well be the dead one's again).
-    const { pid: newPid, port: newPort } = await record(dir);
+    const { pid: newPid, port: newPort, password } = await record(dir);
     expect(newPid).not.toBe(pid);
-    expect(second.url).toBe(`redis://127.0.0.1:${newPort}`);
+    expect(second.url).toBe(`redis://:${password}@127.0.0.1:${newPort}`);
     expect(await redisAnswers(second.url, 1000)).toBe(true);
     await release(second);
     expect(alive(newPid)).toBe(false);
