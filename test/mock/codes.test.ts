@@ -156,6 +156,8 @@ describe('errors, as JSON with HTTP 200', () => {
     expect(await errcode('unlimited', { scene: '中文' })).toBe(40129);
     expect(await errcode('unlimited', { scene: 'a%20b' })).toBe(40129);
     expect(await errcode('unlimited', { scene: 'x'.repeat(33) })).toBe(40169);
+    const longest = await code(server.url, 'unlimited', token, { scene: 'x'.repeat(32) });
+    expect(longest.type).toBe('image/jpeg');
     expect(await errcode('unlimited', { scene: '' })).toBe(40169);
     expect(await errcode('unlimited', { page: 'pages/index/index' })).toBe(40169);
     expect(await errcode('unlimited', { scene: 42 })).toBe(40169);

@@ -326,12 +326,12 @@ describe('options → the picture the mock WeChat draws from what arrived', () =
   const black = { r: 0, g: 0, b: 0 };
   it.each([
     {
-      name: 'B with the defaults: an opaque black JPEG 430 px wide, of the release version',
+      name: 'B with the defaults: an opaque black JPEG 430 px wide, of the release version, the scene as sent',
       options: { kind: 'unlimited', page: 'pages/item/detail' },
-      value: 'row1',
+      value: 'id=1&from=qr',
       picture: { type: 'jpeg', width: 430, transparent: false },
       ink: black,
-      text: `wxacode|${MOCK_APPID}|unlimited|page=pages/item/detail|scene=row1|env=release`,
+      text: `wxacode|${MOCK_APPID}|unlimited|page=pages/item/detail|scene=id=1&from=qr|env=release`,
     },
     {
       name: 'B with every option: an unpublished page, trial, 600 px, dark blue on transparent',
