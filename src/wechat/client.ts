@@ -2,8 +2,9 @@
  * The WeChat code API client: one call per row, with the shared access token. It never retries on its own beyond
  * the one token refresh: every call counts against the app's quota, so retries belong to the limiter-aware worker.
  */
-import { type Dispatcher, Pool } from 'undici';
+import type { Dispatcher } from 'undici';
 import { type CodeImage, classifyBody, exchange } from './body.js';
+import { type WechatEndpoint, wechatEndpoint } from './endpoint.js';
 import { isWechatError } from './errors.js';
 import { type CodeOptions, ENDPOINTS, type Kind, requestBody } from './params.js';
 import type { TokenSource } from './token.js';
@@ -59,35 +60,26 @@ const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
 
 export class WechatClient {
   readonly #tokens: TokenSource;
-  readonly #origin: string;
-  readonly #basePath: string;
-  readonly #dispatcher: Dispatcher;
-  readonly #ownsDispatcher: boolean;
+  readonly #endpoint: WechatEndpoint;
   readonly #headersTimeout: number;
   readonly #bodyTimeout: number;
   readonly #hooks: ClientHooks;
 
   constructor(options: WechatClientOptions) {
-    const base = new URL(options.baseUrl);
     this.#tokens = options.tokens;
-    this.#origin = base.origin;
-    this.#basePath = base.pathname.replace(/\/+$/, '');
     this.#headersTimeout = options.headersTimeoutMs ?? 15_000;
     this.#bodyTimeout = options.bodyTimeoutMs ?? 15_000;
     this.#hooks = options.hooks ?? {};
-    this.#ownsDispatcher = options.dispatcher === undefined;
     // A plain Pool (no RetryAgent) with pipelining 1: a POST whose bytes were written is failed on a socket
     // error, never re-sent, so every call WeChat may have counted is one the caller saw.
-    this.#dispatcher =
-      options.dispatcher ??
-      new Pool(base.origin, {
-        connections: options.connections ?? 16,
-        pipelining: 1,
-        connectTimeout: options.connectTimeoutMs ?? 5_000,
-        headersTimeout: this.#headersTimeout,
-        bodyTimeout: this.#bodyTimeout,
-        maxResponseSize: MAX_RESPONSE_BYTES,
-      });
+    this.#endpoint = wechatEndpoint(options.baseUrl, options.dispatcher, {
+      connections: options.connections ?? 16,
+      pipelining: 1,
+      connectTimeout: options.connectTimeoutMs ?? 5_000,
+      headersTimeout: this.#headersTimeout,
+      bodyTimeout: this.#bodyTimeout,
+      maxResponseSize: MAX_RESPONSE_BYTES,
+    });
   }
 
   /** One API call for one row (plus at most one token refresh and one retry of the call on 40001/40014/42001). */
@@ -115,7 +107,7 @@ export class WechatClient {
   }
 
   async close(): Promise<void> {
-    if (this.#ownsDispatcher) await this.#dispatcher.close();
+    await this.#endpoint.close();
   }
 
   async #call(
@@ -140,10 +132,10 @@ export class WechatClient {
     let outcome: CallInfo['outcome'] = 'transient';
     try {
       const answer = await exchange(
-        this.#dispatcher,
+        this.#endpoint.dispatcher,
         {
-          origin: this.#origin,
-          path: `${this.#basePath}${ENDPOINTS[kind]}?access_token=${encodeURIComponent(token)}`,
+          origin: this.#endpoint.origin,
+          path: `${this.#endpoint.basePath}${ENDPOINTS[kind]}?access_token=${encodeURIComponent(token)}`,
           method: 'POST',
           headers: { 'content-type': 'application/json' },
           body,

@@ -62,7 +62,7 @@ export function rowField(kind: Kind): 'scene' | 'path' {
 }
 
 const SCENE_CHARS = /^[0-9A-Za-z!#$&'()*+,/:;=?@\-._~]+$/;
-const RESERVED_WORD = 'scancode_time';
+export const RESERVED_WORD = 'scancode_time';
 
 export function isKind(value: string): value is Kind {
   return (KINDS as readonly string[]).includes(value);
