@@ -6,7 +6,6 @@ import { readdirSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,6 +22,8 @@ import { type CodeOptions, codeOptions, requestBody } from '../../src/wechat/par
 import { spawnCli } from '../../test-support/cli.js';
 import { startS3, type TestS3 } from '../../test-support/s3.js';
 import { waitFor } from '../../test-support/wait.js';
+import { busiestWindow } from '../../test-support/windows.js';
+import { s3Keys, WorkerFleet } from '../helpers/chaos.js';
 import { decodeImage } from '../helpers/qr.js';
 import { connect, deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.js';
 
@@ -63,10 +64,43 @@ async function inputFile(name: string, text: string): Promise<string> {
 }
 
 async function settled(store: CampaignStore, campaign: string) {
-  return waitFor(`campaign ${campaign} to settle`, async () => {
-    const s = await campaignStatus(store, campaign);
-    return (s.state === 'completed' || s.state === 'stopped') && s;
-  });
+  return waitFor(
+    `campaign ${campaign} to settle`,
+    async () => {
+      const s = await campaignStatus(store, campaign);
+      // A completed campaign is settled once its manifest is stored, as README tells users to wait for it.
+      return (s.state === 'stopped' || (s.state === 'completed' && s.manifest !== undefined)) && s;
+    },
+    { timeoutMs: 90_000 },
+  );
+}
+
+/** Codes each `wxacode worker` of a fleet generated, read from the /metrics it serves on `--metrics-port 0`. */
+async function generatedPerWorker(output: string): Promise<number[]> {
+  const urls = output
+    .split('\n')
+    .filter((line) => line.includes('"msg":"metrics server listening"'))
+    .map((line) => (JSON.parse(line) as { url: string }).url);
+  return Promise.all(
+    urls.map(async (url) => {
+      const text = await (await fetch(`${url}/metrics`)).text();
+      const sample = new RegExp(
+        `^wxacode_codes_generated_total\\{appid="${APPID}",kind="unlimited"\\} (\\d+)$`,
+        'm',
+      );
+      return Number(sample.exec(text)?.[1] ?? 0);
+    }),
+  );
+}
+
+/** Calls in each second from the first. */
+function perSecond(times: number[]): number[] {
+  const counts: number[] = [];
+  for (const at of times) {
+    const second = Math.floor((at - times[0]!) / 1000);
+    counts[second] = (counts[second] ?? 0) + 1;
+  }
+  return Array.from(counts, (count) => count ?? 0);
 }
 
 /** The stored image of a row decodes to the code of that row. */
@@ -116,38 +150,67 @@ afterAll(async () => {
 });
 
 describe('a campaign end to end', () => {
-  it('two worker processes drain a campaign at the cap without exceeding it, and every image is its own scene', async () => {
+  it('two worker processes drain a campaign at the cap without exceeding it, both take part, and every image is its own scene', async () => {
     const ctx = setup();
-    const scenes = Array.from({ length: 150 }, (_, i) => `id=${i}&src=e2e`);
+    const rows = 150;
+    const scenes = Array.from({ length: rows }, (_, i) => `id=${i}&src=e2e`);
     const file = await inputFile('two-workers.csv', `scene\n${scenes.join('\n')}\n`);
-    const options = codeOptions({ kind: 'unlimited', page: 'pages/item/detail' });
-    const result = await enqueue(ctx, 'two-workers', file, options);
-    expect(result).toMatchObject({ enqueued: 150, duplicates: 0, invalid: 0, total: 150 });
+    // The mock's cheapest image (a 280 px transparent PNG), so that on a busy machine the pace is the limiter's.
+    const options = codeOptions({
+      kind: 'unlimited',
+      page: 'pages/item/detail',
+      width: 280,
+      isHyaline: true,
+    });
+    // The time the cap itself imposes on the campaign (env(): 40 calls a second); a limiter spacing calls
+    // several times too far apart, or a pipeline that cannot keep up with it, takes longer than three times that.
+    const rate = loadConfig(env(ctx.prefix)).rateLimit;
+    const capLimitedMs = (rows / rate.count) * rate.durationMs;
 
     mock.reset();
-    const workers = [0, 1].map(() => spawnCli(['worker', '--concurrency', '6'], { env: env(ctx.prefix) }));
-    try {
+    // Both workers are running before the campaign exists, so each can take part from the first job, and the
+    // clock starts with the campaign rather than with the processes.
+    const fleet = new WorkerFleet(env(ctx.prefix), ['worker', '--concurrency', '6', '--metrics-port', '0']);
+    await fleet.start(2);
+    const { elapsedMs, generated } = await fleet.during(async () => {
+      const started = Date.now();
+      const result = await enqueue(ctx, 'two-workers', file, options);
+      expect(result).toMatchObject({ enqueued: rows, duplicates: 0, invalid: 0, total: rows });
       const status = await settled(ctx.store, 'two-workers');
-      expect(status).toMatchObject({ state: 'completed', total: 150, done: 150, failed: 0, pending: 0 });
-    } finally {
-      for (const w of workers) w.kill('SIGTERM');
-      await Promise.all(workers.map((w) => new Promise((r) => w.on('close', r))));
-    }
-    expect(workers.map((w) => w.exitCode)).toEqual([0, 0]);
+      const elapsedMs = Date.now() - started;
+      expect(status).toMatchObject({ state: 'completed', total: rows, done: rows, failed: 0, pending: 0 });
+      return { elapsedMs, generated: await generatedPerWorker(fleet.output) };
+    });
+
+    // Both processes took part, and between them generated each code once.
+    expect(generated).toHaveLength(2);
+    for (const count of generated) expect(count).toBeGreaterThan(0);
+    expect(generated[0]! + generated[1]!).toBe(rows);
 
     const stats = mock.stats(APPID);
-    expect(stats.images).toBe(150);
-    expect(stats.rateLimited).toBe(0);
-    expect(stats.maxInWindow).toBeLessThanOrEqual(40);
-    // Both processes took part: the rate would not be reached by one idle process otherwise.
+    expect(stats.images).toBe(rows);
+    // Throughput: from the first call WeChat saw to the last, the pace the limiter sets, within three times
+    // what the cap allows (the process start-up and the final bookkeeping are not the limiter's to answer for).
+    const callSpanMs = stats.callTimes.at(-1)! - stats.callTimes[0]!;
+    const gaps = stats.callTimes.slice(1).map((at, i) => at - stats.callTimes[i]!);
+    expect(
+      callSpanMs,
+      `${rows} calls at ${rate.count}/${rate.durationMs} ms take ${capLimitedMs} ms at the cap; enqueue to completed took ${elapsedMs} ms, longest gap between calls ${Math.max(...gaps)} ms, calls per second ${JSON.stringify(perSecond(stats.callTimes))}`,
+    ).toBeLessThanOrEqual(3 * capLimitedMs);
+    // The cap held in every window after the first: the first calls of freshly started processes may bunch on a
+    // loaded machine (README, Reliability), and WeChat's own window has more slack than this scaled one.
+    const firstWindowEnds = stats.callTimes[0]! + rate.durationMs;
+    expect(busiestWindow(stats.callTimes, rate.durationMs, firstWindowEnds).calls).toBeLessThanOrEqual(
+      rate.count,
+    );
     for (const scene of scenes) await expectStoredCode(ctx.config, options, scene);
 
     const manifest = await createStorage(ctx.config).get(`${APPID}/manifests/two-workers.csv`);
     const lines = manifest!.toString().trim().split('\n');
     expect(lines[0]).toBe('scene,status,url,key,errcode,errmsg');
-    expect(lines).toHaveLength(151);
+    expect(lines).toHaveLength(rows + 1);
     expect(lines[1]).toContain('id=0&src=e2e,done,');
-  });
+  }, 120_000);
 
   it('loses nothing when a worker is killed with SIGKILL mid-run', async () => {
     const ctx = setup();
@@ -170,7 +233,7 @@ describe('a campaign end to end', () => {
       await new Promise((r) => survivor.on('close', r));
     }
     for (const scene of scenes) await expectStoredCode(ctx.config, options, scene);
-  });
+  }, 120_000);
 
   it('costs no calls to re-run the same scenes as a new campaign', async () => {
     const ctx = setup();
@@ -252,7 +315,7 @@ describe('a campaign end to end', () => {
       await worker2.close();
       mock.configure({ publishedPages: ['pages/index/index', 'pages/item/detail'] });
     }
-  });
+  }, 120_000);
 
   it('stops A/C work for the app when the lifetime quota is spent (45029)', async () => {
     const ctx = setup();
@@ -266,7 +329,7 @@ describe('a campaign end to end', () => {
       const status = await settled(ctx.store, 'quota-a');
       expect(status.state).toBe('stopped');
       expect(status.stopped?.errcode).toBe(45029);
-      expect(status.done).toBeGreaterThanOrEqual(5);
+      expect(status.done).toBe(5);
       const calls = mock.stats(APPID).codeCalls;
       // Another A/C campaign of the same app stops without calling WeChat.
       await enqueue(ctx, 'quota-c', file, codeOptions({ kind: 'qrcode' }));
@@ -376,10 +439,12 @@ describe('with S3 listing', () => {
     } finally {
       await worker.close();
     }
-    const client = s3.client();
-    const listed = await client.send(new ListObjectsV2Command({ Bucket: s3.bucket }));
-    const keys = (listed.Contents ?? []).map((o) => o.Key!).filter((k) => k.includes(ctx.prefix));
-    // Two codes, the manifest, and the worker's write-check probe: all under the prefix, none elsewhere.
+    // The whole bucket: an object that left the prefix would not carry it in its key. Every test of this file
+    // stores under a prefix of its own, and nothing else writes to this S3 server.
+    const all = await s3Keys(s3, '');
+    expect(all.filter((key) => !prefixes.some((p) => key.startsWith(`${p}/`)))).toEqual([]);
+    const keys = all.filter((key) => key.startsWith(`${ctx.prefix}/`));
+    // Two codes, the manifest, and the worker's write-check probe.
     expect(keys.sort()).toEqual(
       [
         `${ctx.prefix}/.wxacode-write-check`,
@@ -389,6 +454,5 @@ describe('with S3 listing', () => {
         ),
       ].sort(),
     );
-    client.destroy();
   });
 });
