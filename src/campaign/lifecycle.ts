@@ -7,7 +7,7 @@
 import { type Logger, silentLogger } from '../log.js';
 import { manifestKey, type Storage } from '../storage/index.js';
 import { writeManifestTo } from './manifest.js';
-import type { CampaignStore, RowStatus } from './store.js';
+import type { CampaignStore, ProducerLease, RowStatus } from './store.js';
 
 export type SettleResult = Awaited<ReturnType<CampaignStore['markRow']>>;
 
@@ -41,11 +41,27 @@ export class CampaignLifecycle {
   }
 
   /**
-   * A producer (an enqueue, a retry) added its last row: the campaign is active, or completed right away, and
-   * then its manifest is stored here (a storage failure is thrown to the producer, whose user can retry).
+   * Renew a producer's lease every third of its life until the returned function is called, so that the campaign
+   * stays open however long the producer takes.
    */
-  async finishEnqueue(campaign: string): Promise<{ state: SettleResult; manifestKey?: string }> {
-    const state = await this.store.finishEnqueue(campaign);
+  holdOpen(campaign: string, lease: ProducerLease): () => void {
+    const timer = setInterval(() => {
+      // A renewal that fails is tried again at the next tick, and each addRows renews the lease as well.
+      this.store.holdOpen(campaign, lease).catch(() => undefined);
+    }, lease.ms / 3);
+    return () => clearInterval(timer);
+  }
+
+  /**
+   * A producer (an enqueue, a retry) added its last row: once no other producer holds the campaign open, it is
+   * active, or completed right away, and then its manifest is stored here (a storage failure is thrown to the
+   * producer, whose user can retry). Without a producer, this completes a campaign whose producers are gone.
+   */
+  async finishEnqueue(
+    campaign: string,
+    producer?: string,
+  ): Promise<{ state: SettleResult; manifestKey?: string }> {
+    const state = await this.store.finishEnqueue(campaign, producer);
     if (state !== 'completed') return { state };
     this.#logger.info({ campaign }, 'campaign completed');
     return { state, manifestKey: await this.#storeManifest(campaign) };
@@ -63,9 +79,9 @@ export class CampaignLifecycle {
     return stopped;
   }
 
-  /** Clear a stop; the caller queues the rows again and then calls `finishEnqueue`. */
-  async resume(campaign: string): Promise<void> {
-    await this.store.resume(campaign);
+  /** Clear a stop; the caller, holding `lease`, queues the rows again and then calls `finishEnqueue`. */
+  async resume(campaign: string, lease: ProducerLease): Promise<void> {
+    await this.store.resume(campaign, lease);
   }
 
   /**

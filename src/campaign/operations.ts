@@ -3,7 +3,13 @@ import type { ConnectionOptions } from 'bullmq';
 import type { Storage } from '../storage/index.js';
 import { CampaignLifecycle } from './lifecycle.js';
 import { jobsFor, openQueue } from './queue.js';
-import type { CampaignMeta, CampaignState, CampaignStore, StopReason } from './store.js';
+import {
+  type CampaignMeta,
+  type CampaignState,
+  type CampaignStore,
+  producerLease,
+  type StopReason,
+} from './store.js';
 
 export interface CampaignStatus {
   campaign: string;
@@ -110,12 +116,17 @@ export async function retryCampaign(
   campaign: string,
   /** Where a completed campaign's manifest goes, if it is still missing (storage was down when it completed). */
   storage?: Storage,
+  /** How long the campaign stays open for this retry if it dies before finishing. Default 30 s. */
+  producerLeaseMs?: number,
 ): Promise<RetryResult> {
   const meta = await loadCampaign(store, campaign);
   const lifecycle = new CampaignLifecycle(store, storage);
   if (meta.stop?.errcode === 45029) await store.clearAppStop(meta.appid, 'acQuota');
   await store.clearAppStop(meta.appid, 'credentials');
-  await lifecycle.resume(campaign);
+  // A retry is a producer: the rows it turns back to pending must not let the campaign complete without them.
+  const lease = producerLease(producerLeaseMs);
+  await lifecycle.resume(campaign, lease);
+  const release = lifecycle.holdOpen(campaign, lease);
   const queue = openQueue(connection, store.prefix, meta.appid);
   let requeued = 0;
   try {
@@ -126,9 +137,10 @@ export async function retryCampaign(
       requeued += values.length;
     }
   } finally {
+    release();
     await queue.close();
   }
-  const finished = await lifecycle.finishEnqueue(campaign);
+  const finished = await lifecycle.finishEnqueue(campaign, lease.id);
   const manifestStored = finished.manifestKey ?? (await lifecycle.ensureManifest(campaign));
   return { campaign, requeued, resumedFrom: stopOf(meta.stop), manifestStored };
 }

@@ -18,7 +18,7 @@ import { type CodeOptions, codeOptionsProblems, rowProblem } from '../wechat/par
 import { CampaignLifecycle } from './lifecycle.js';
 import { jobsFor, openQueue } from './queue.js';
 import { readSource, type SourceFormat, type SourceItem } from './source.js';
-import { type CampaignMeta, CampaignStore, campaignIdProblem } from './store.js';
+import { type CampaignMeta, CampaignStore, campaignIdProblem, producerLease } from './store.js';
 
 export interface InvalidRow {
   line: number;
@@ -51,6 +51,8 @@ export interface EnqueueOptions {
   storage?: Storage;
   /** Standard input, for `-`. Default process.stdin. */
   stdin?: NodeJS.ReadableStream;
+  /** How long the campaign stays open for this enqueue if it dies before finishing. Default 30 s. */
+  producerLeaseMs?: number;
 }
 
 /** Row values from the caller's own code; `line` in messages is the 1-based position in what it yields. */
@@ -138,7 +140,8 @@ export async function enqueueCampaign(o: EnqueueOptions): Promise<EnqueueResult>
     }
 
     const store = new CampaignStore(o.redis, o.prefix);
-    const opened = await store.open(o.campaign, o.appid, o.options);
+    const lease = producerLease(o.producerLeaseMs);
+    const opened = await store.open(o.campaign, o.appid, o.options, lease);
     if ('existing' in opened) {
       const e = opened.existing;
       throw new EnqueueError(
@@ -149,6 +152,8 @@ export async function enqueueCampaign(o: EnqueueOptions): Promise<EnqueueResult>
       );
     }
     const { resumed } = opened;
+    const lifecycle = new CampaignLifecycle(store, o.storage);
+    const release = lifecycle.holdOpen(o.campaign, lease);
     const queue = openQueue(o.connection ?? o.redis, o.prefix, o.appid);
     let enqueued = 0;
     let duplicates = 0;
@@ -156,7 +161,7 @@ export async function enqueueCampaign(o: EnqueueOptions): Promise<EnqueueResult>
       const chunkSize = o.chunkSize ?? 1000;
       let chunk: string[] = [];
       const flush = async () => {
-        const flags = await store.addRows(o.campaign, chunk);
+        const flags = await store.addRows(o.campaign, chunk, lease);
         // A resumed enqueue re-queues rows an interrupted one recorded: their deterministic job ids make this
         // a no-op for those that did reach the queue.
         const toQueue = chunk.filter((_, i) => flags[i] === 1 || (resumed && flags[i] === 0));
@@ -173,10 +178,13 @@ export async function enqueueCampaign(o: EnqueueOptions): Promise<EnqueueResult>
       }
       if (chunk.length > 0) await flush();
     } finally {
+      // A producer that fails keeps its lease until it runs out, and the campaign enqueuing with it: an enqueue
+      // run again meanwhile queues again the rows this one recorded but may not have queued.
+      release();
       await queue.close();
     }
 
-    await new CampaignLifecycle(store, o.storage).finishEnqueue(o.campaign);
+    await lifecycle.finishEnqueue(o.campaign, lease.id);
     const meta = (await store.get(o.campaign))!;
     return { campaign: o.campaign, enqueued, duplicates, invalid, total: meta.total, state: meta.state };
   } finally {

@@ -7,6 +7,8 @@
  * - `campaign:<id>:rows`        hash: row value (scene or path) → status: `p` pending, `d` done,
  *                               `f<errcode>|<errmsg>` failed. It dedupes rows and is the record export reads.
  * - `campaign:<id>:order`       list of row values in input order, so exports follow the input
+ * - `campaign:<id>:producers`   sorted set of the producers adding rows (an enqueue, a retry) by when their lease
+ *                               runs out: the campaign completes only when none is left (src/lua/includes/producers.lua)
  * - `app:<appid>`               hash of app-wide stops (the A+C quota spent, credentials refused)
  * - `stash:<hash of object key>` a generated image whose upload failed, kept for a day so that the next
  *                               attempt uploads it instead of paying WeChat for it again
@@ -14,7 +16,7 @@
  * Counters change only inside the Lua scripts of src/lua, together with the row they count, so
  * `done + failed + pending` always equals `total` however many workers race on one row.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { defineScripts, luaScript, type ScriptedRedis } from '../lua.js';
 import type { CodeOptions, Kind } from '../wechat/params.js';
@@ -47,6 +49,21 @@ export type RowStatus =
   | { status: 'failed'; errcode: number; errmsg: string };
 
 export type AppStop = 'acQuota' | 'credentials';
+
+/**
+ * A producer's hold on a campaign while it adds rows. Renewed every third of its life (and by each addRows), so
+ * it runs out only when its producer is gone, stalled, or cut off from Redis for that long.
+ */
+export interface ProducerLease {
+  id: string;
+  ms: number;
+}
+
+export const PRODUCER_LEASE_MS = 30_000;
+
+export function producerLease(ms = PRODUCER_LEASE_MS): ProducerLease {
+  return { id: randomUUID(), ms };
+}
 
 export const CAMPAIGN_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -91,12 +108,18 @@ const LUA_CONSTANTS = {
 };
 
 const SCRIPTS = {
-  wxCreateCampaign: luaScript('createCampaign', 2),
-  wxAddRows: luaScript('addRows', 3, LUA_CONSTANTS),
-  wxFinishEnqueue: luaScript('finishEnqueue', 1, LUA_CONSTANTS),
-  wxMarkRow: luaScript('markRow', 2, LUA_CONSTANTS),
+  wxCreateCampaign: luaScript('createCampaign', 3),
+  wxAddRows: luaScript('addRows', 4, LUA_CONSTANTS),
+  wxFinishEnqueue: luaScript('finishEnqueue', 2, LUA_CONSTANTS),
+  wxMarkRow: luaScript('markRow', 3, LUA_CONSTANTS),
+  wxHoldOpen: luaScript('holdOpen', 2),
+  wxResumeCampaign: luaScript('resumeCampaign', 2),
   wxStopCampaign: luaScript('stopCampaign', 1),
 };
+
+function leaseArgs(lease: ProducerLease | undefined): [string, number] {
+  return lease ? [lease.id, lease.ms] : ['', 0];
+}
 
 export class CampaignStore {
   readonly #redis: ScriptedRedis<keyof typeof SCRIPTS>;
@@ -121,17 +144,20 @@ export class CampaignStore {
       meta: this.#key('campaign', id),
       rows: this.#key('campaign', id, 'rows'),
       order: this.#key('campaign', id, 'order'),
+      producers: this.#key('campaign', id, 'producers'),
     };
   }
 
   /**
    * Create a campaign, or reopen an existing one with the same app and options for more rows.
-   * `resumed` is true when an earlier enqueue did not finish (its rows may be recorded but not queued).
+   * `resumed` is true when an earlier enqueue did not finish (its rows may be recorded but not queued), or
+   * another is under way. With a lease, the campaign cannot complete until `finishEnqueue` or the lease runs out.
    */
   async open(
     id: string,
     appid: string,
     options: CodeOptions,
+    lease?: ProducerLease,
   ): Promise<
     | { outcome: 'created' | 'exists'; resumed: boolean }
     | { outcome: 'conflict' | 'stopped'; existing: CampaignMeta }
@@ -140,11 +166,13 @@ export class CampaignStore {
     const [outcome, previous] = (await this.#redis.wxCreateCampaign(
       k.meta,
       this.#key('campaigns'),
+      k.producers,
       id,
       appid,
       options.kind,
       JSON.stringify(options),
       Date.now(),
+      ...leaseArgs(lease),
     )) as [string, string];
     if (outcome === 'conflict' || outcome === 'stopped') {
       return { outcome, existing: (await this.get(id))! };
@@ -152,21 +180,40 @@ export class CampaignStore {
     return { outcome: outcome as 'created' | 'exists', resumed: previous === 'enqueuing' };
   }
 
-  /** Record rows; per value an ADD_RESULT: added, already recorded and pending, or already done or failed. */
-  async addRows(id: string, values: string[]): Promise<number[]> {
+  /**
+   * Record rows; per value an ADD_RESULT: added, already recorded and pending, or already done or failed. The
+   * lease is renewed with them, reopening the campaign if it completed after the lease ran out.
+   */
+  async addRows(id: string, values: string[], lease?: ProducerLease): Promise<number[]> {
     if (values.length === 0) return [];
     const k = this.#keys(id);
-    return (await this.#redis.wxAddRows(k.meta, k.rows, k.order, ...values)) as number[];
+    return (await this.#redis.wxAddRows(
+      k.meta,
+      k.rows,
+      k.order,
+      k.producers,
+      ...leaseArgs(lease),
+      ...values,
+    )) as number[];
   }
 
-  /** The producer is done adding rows: the campaign is active, or completed if nothing is left to do. */
-  async finishEnqueue(id: string): Promise<'completed' | 'open'> {
-    return (await this.#redis.wxFinishEnqueue(this.#keys(id).meta, Date.now())) as 'completed' | 'open';
+  async holdOpen(id: string, lease: ProducerLease): Promise<void> {
+    const k = this.#keys(id);
+    await this.#redis.wxHoldOpen(k.meta, k.producers, lease.id, lease.ms);
+  }
+
+  /**
+   * The producer is done adding rows: once no other producer holds the campaign open, it is active, or completed
+   * if nothing is left to do. Without a producer, only that check: producers whose leases ran out never call it.
+   */
+  async finishEnqueue(id: string, producer = ''): Promise<'completed' | 'open'> {
+    const k = this.#keys(id);
+    return (await this.#redis.wxFinishEnqueue(k.meta, k.producers, producer)) as 'completed' | 'open';
   }
 
   async markRow(id: string, value: string, row: RowStatus): Promise<'completed' | 'open' | 'unknown'> {
     const k = this.#keys(id);
-    return (await this.#redis.wxMarkRow(k.meta, k.rows, value, encodeStatus(row), Date.now())) as
+    return (await this.#redis.wxMarkRow(k.meta, k.rows, k.producers, value, encodeStatus(row))) as
       | 'completed'
       | 'open'
       | 'unknown';
@@ -181,14 +228,10 @@ export class CampaignStore {
     return (await this.#redis.wxStopCampaign(this.#keys(id).meta, errcode, errmsg, Date.now())) === 1;
   }
 
-  /** Clear a stop so the campaign's remaining rows can be queued again. */
-  async resume(id: string): Promise<void> {
-    const meta = this.#keys(id).meta;
-    await this.#redis
-      .multi()
-      .hdel(meta, 'stopErrcode', 'stopErrmsg', 'stoppedAt')
-      .hset(meta, 'state', 'enqueuing')
-      .exec();
+  /** Clear a stop so the campaign's remaining rows can be queued again, by the producer holding the lease. */
+  async resume(id: string, lease: ProducerLease): Promise<void> {
+    const k = this.#keys(id);
+    await this.#redis.wxResumeCampaign(k.meta, k.producers, lease.id, lease.ms);
   }
 
   async state(id: string): Promise<CampaignState | undefined> {

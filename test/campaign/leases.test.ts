@@ -1,0 +1,56 @@
+import { afterAll, expect, it } from 'vitest';
+import { CampaignStore, SETTLE_RESULT } from '../../src/campaign/store.js';
+import { codeOptions } from '../../src/wechat/params.js';
+import { waitFor } from '../../test-support/wait.js';
+import { connect, deletePrefix, testPrefix } from '../helpers/redis.js';
+
+const redis = connect();
+const prefix = testPrefix();
+const store = new CampaignStore(redis, prefix);
+const options = codeOptions({ kind: 'unlimited' });
+
+afterAll(async () => {
+  await deletePrefix(redis, prefix);
+  redis.disconnect();
+});
+
+it('stays open until every producer finished', async () => {
+  const first = { id: 'p1', ms: 30_000 };
+  const second = { id: 'p2', ms: 30_000 };
+  await store.open('c1', 'wx1', options, first);
+  await store.open('c1', 'wx1', options, second);
+  await store.addRows('c1', ['a'], first);
+  await store.addRows('c1', ['b'], second);
+  expect(await store.finishEnqueue('c1', second.id)).toBe(SETTLE_RESULT.open);
+  expect(await store.markRow('c1', 'a', { status: 'done' })).toBe(SETTLE_RESULT.open);
+  expect(await store.markRow('c1', 'b', { status: 'done' })).toBe(SETTLE_RESULT.open);
+  expect(await store.state('c1')).toBe('enqueuing');
+  expect(await store.finishEnqueue('c1', first.id)).toBe(SETTLE_RESULT.completed);
+});
+
+it('is held open by a producer that died no longer than its lease', async () => {
+  const dead = { id: 'dead', ms: 1000 };
+  await store.open('c2', 'wx1', options, dead);
+  await store.addRows('c2', ['a'], dead);
+  expect(await store.markRow('c2', 'a', { status: 'done' })).toBe(SETTLE_RESULT.open);
+  await waitFor(
+    'the lease to run out',
+    async () => (await store.finishEnqueue('c2')) === SETTLE_RESULT.completed,
+  );
+  expect(await store.get('c2')).toMatchObject({ state: 'completed', total: 1, done: 1 });
+});
+
+it('reopens a campaign completed while a producer whose lease ran out was still adding rows', async () => {
+  const late = { id: 'late', ms: 1 };
+  await store.open('c3', 'wx1', options, late);
+  await store.addRows('c3', ['a'], late);
+  await store.markRow('c3', 'a', { status: 'done' });
+  await waitFor('the lease to run out', async () => {
+    await store.finishEnqueue('c3');
+    return (await store.state('c3')) === 'completed';
+  });
+  await store.addRows('c3', ['b'], late);
+  expect(await store.state('c3')).toBe('enqueuing');
+  expect(await store.finishEnqueue('c3', late.id)).toBe(SETTLE_RESULT.open);
+  expect(await store.get('c3')).toMatchObject({ state: 'active', total: 2, done: 1 });
+});
