@@ -55,6 +55,8 @@ export interface Config {
   wechatBaseUrl: string;
   tokenMode: TokenMode;
   rateLimit: RateLimit;
+  /** Most bytes of generated images kept in Redis while storage refuses them (campaign/stash.ts). */
+  stashMaxBytes: number;
   storage: StorageTarget;
   publicBaseUrl?: string;
   s3: S3Settings;
@@ -71,6 +73,7 @@ export const SETTINGS = [
   'WECHAT_API_BASE_URL',
   'WECHAT_TOKEN_MODE',
   'WXACODE_RATE_LIMIT',
+  'WXACODE_STASH_MAX_MB',
   'WXACODE_STORAGE',
   'WXACODE_PUBLIC_BASE_URL',
   'S3_ENDPOINT',
@@ -88,6 +91,7 @@ export const DEFAULTS = {
   WECHAT_API_BASE_URL: 'https://api.weixin.qq.com',
   WECHAT_TOKEN_MODE: 'stable',
   WXACODE_RATE_LIMIT: '5000/60s',
+  WXACODE_STASH_MAX_MB: '32',
   WXACODE_STORAGE: './wxacode-out',
   AWS_REGION: 'us-east-1',
 } as const satisfies Settings;
@@ -323,6 +327,12 @@ export function loadConfig(
     );
   }
 
+  const stashText = s.WXACODE_STASH_MAX_MB ?? DEFAULTS.WXACODE_STASH_MAX_MB;
+  const stashMb = /^\d+$/.test(stashText) ? Number(stashText) : Number.NaN;
+  if (!(stashMb >= 1 && stashMb <= 4096)) {
+    bad('WXACODE_STASH_MAX_MB', `"${stashText}" is not a whole number of MB from 1 to 4096`);
+  }
+
   const storage = parseStorage(s.WXACODE_STORAGE ?? DEFAULTS.WXACODE_STORAGE, cwd);
   if (typeof storage === 'string') bad('WXACODE_STORAGE', storage);
 
@@ -364,6 +374,7 @@ export function loadConfig(
     wechatBaseUrl: base!.origin + base!.pathname.replace(/\/+$/, ''),
     tokenMode: tokenMode as TokenMode,
     rateLimit: rateLimit!,
+    stashMaxBytes: stashMb * 1024 * 1024,
     storage: storage as StorageTarget,
     publicBaseUrl: publicBaseUrl?.replace(/\/+$/, ''),
     s3: {

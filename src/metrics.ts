@@ -10,6 +10,8 @@ import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { openQueue } from './campaign/queue.js';
+import { stashBytes } from './campaign/stash.js';
+import { storageTrouble } from './campaign/storage-gate.js';
 import { type CampaignMeta, CampaignStore } from './campaign/store.js';
 import type { WorkerHooks } from './campaign/worker.js';
 import { type Logger, silentLogger } from './log.js';
@@ -60,6 +62,8 @@ export class WorkerMetrics {
   readonly #campaignRows: Gauge<'campaign' | 'status'>;
   readonly #campaignState: Gauge<'campaign' | 'state'>;
   readonly #redisUp: Gauge;
+  readonly #storageRefusing: Gauge;
+  readonly #stashBytes: Gauge;
 
   constructor(options: WorkerMetricsOptions) {
     this.#o = options;
@@ -139,6 +143,16 @@ export class WorkerMetrics {
       'State of each campaign not yet completed: 1 for its current state (enqueuing, active, stopped)',
       ['campaign', 'state'],
     );
+    this.#storageRefusing = gauge(
+      'wxacode_storage_refusing_writes',
+      'Whether storage refuses writes (1): workers make no WeChat call until it takes them again',
+      [],
+    );
+    this.#stashBytes = gauge(
+      'wxacode_stash_bytes',
+      'Bytes of generated images held in Redis until storage takes them (bounded by WXACODE_STASH_MAX_MB)',
+      [],
+    );
     this.#redisUp = gauge(
       'wxacode_redis_up',
       'Whether this scrape could read the queues and campaigns from Redis',
@@ -182,8 +196,13 @@ export class WorkerMetrics {
     this.#campaignRows.reset();
     this.#campaignState.reset();
     try {
-      const [queues, campaigns] = await within(
-        Promise.all([this.#queueCounts(), this.#openCampaigns()]),
+      const [queues, campaigns, trouble, stashed] = await within(
+        Promise.all([
+          this.#queueCounts(),
+          this.#openCampaigns(),
+          storageTrouble(this.#store.redis, this.#store.prefix),
+          stashBytes(this.#store.redis, this.#store.prefix),
+        ]),
         this.#o.redisTimeoutMs ?? 2000,
         'reading the queues and campaigns from Redis',
       );
@@ -196,6 +215,8 @@ export class WorkerMetrics {
         this.#campaignRows.set({ campaign: c.id, status: 'failed' }, c.failed);
         this.#campaignState.set({ campaign: c.id, state: c.state }, 1);
       }
+      this.#storageRefusing.set(trouble ? 1 : 0);
+      this.#stashBytes.set(stashed);
       this.#redisUp.set(1);
     } catch (err) {
       // The counters are still worth serving: report Redis as down rather than failing the whole scrape.

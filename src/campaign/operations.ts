@@ -3,6 +3,7 @@ import type { ConnectionOptions } from 'bullmq';
 import type { Storage } from '../storage/index.js';
 import { CampaignLifecycle } from './lifecycle.js';
 import { jobsFor, openQueue } from './queue.js';
+import { type StorageTrouble, storageTrouble } from './storage-gate.js';
 import {
   type CampaignMeta,
   type CampaignState,
@@ -28,6 +29,8 @@ export interface CampaignStatus {
   appStopped?: { errcode: number; errmsg: string; at: string };
   /** Where the manifest is stored, once the campaign completed. */
   manifest?: string;
+  /** Storage refuses writes: workers make no call until it takes them again (campaign/storage-gate.ts). */
+  waitingOnStorage?: { target: string; code: string; error: string; since: string };
 }
 
 /** The campaign does not exist: a mistyped id, or another WXACODE_PREFIX. */
@@ -57,7 +60,13 @@ export async function loadCampaign(store: CampaignStore, campaign: string): Prom
   return meta;
 }
 
-export function statusOf(meta: CampaignMeta, storage?: Storage, appStop?: StopReason): CampaignStatus {
+export function statusOf(
+  meta: CampaignMeta,
+  storage?: Storage,
+  appStop?: StopReason,
+  trouble?: StorageTrouble,
+): CampaignStatus {
+  const running = meta.state === 'active' || meta.state === 'enqueuing';
   return {
     campaign: meta.id,
     appid: meta.appid,
@@ -71,6 +80,7 @@ export function statusOf(meta: CampaignMeta, storage?: Storage, appStop?: StopRe
     stopped: stopOf(meta.stop),
     appStopped: stopOf(appStop),
     manifest: meta.manifestKey && storage ? storage.url(meta.manifestKey) : meta.manifestKey,
+    waitingOnStorage: running && trouble ? { ...trouble, since: iso(trouble.since) } : undefined,
   };
 }
 
@@ -80,7 +90,12 @@ export async function campaignStatus(
   storage?: Storage,
 ): Promise<CampaignStatus> {
   const meta = await loadCampaign(store, campaign);
-  return statusOf(meta, storage, await store.appStop(meta.appid, 'credentials'));
+  return statusOf(
+    meta,
+    storage,
+    await store.appStop(meta.appid, 'credentials'),
+    await storageTrouble(store.redis, store.prefix),
+  );
 }
 
 export async function allCampaignStatuses(
@@ -88,9 +103,10 @@ export async function allCampaignStatuses(
   storage?: Storage,
 ): Promise<CampaignStatus[]> {
   const statuses: CampaignStatus[] = [];
+  const trouble = await storageTrouble(store.redis, store.prefix);
   for (const id of await store.list()) {
     const meta = await store.get(id);
-    if (meta) statuses.push(statusOf(meta, storage, await store.appStop(meta.appid, 'credentials')));
+    if (meta) statuses.push(statusOf(meta, storage, await store.appStop(meta.appid, 'credentials'), trouble));
   }
   return statuses;
 }

@@ -3,9 +3,10 @@
  * context to a decision, so that every reaction is stated (and tested) in one place. The WeChat part follows the
  * errcode table in `wechat/errors.ts` (docs/wechat-api.md, "Error codes"); the worker only carries decisions out.
  */
-import { StorageError } from '../storage/storage.js';
+import { isPermanentStorageError, StorageError } from '../storage/storage.js';
 import { isWechatError } from '../wechat/errors.js';
 import type { Kind } from '../wechat/params.js';
+import { StorageUnavailable } from './storage-gate.js';
 
 /** The campaign was stopped while this job waited for its slot: the call was not made. */
 export class CampaignStopped extends Error {
@@ -27,6 +28,14 @@ export class CorruptCampaign extends Error {
     super(
       `the record of campaign ${campaign} is corrupt (${problem}); delete it and enqueue the campaign again`,
     );
+  }
+}
+
+/** Storage could not say whether a code is stored: without the answer, a call could pay for a code twice. */
+export class StorageLookupFailed extends Error {
+  override readonly name = 'StorageLookupFailed';
+  constructor(override readonly cause: StorageError) {
+    super(cause.message);
   }
 }
 
@@ -59,7 +68,7 @@ export interface ReactionContext {
   attempt: number;
   /** Attempts the job has in all. */
   attempts: number;
-  /** Storage failures in a row in this process, this one included. */
+  /** Storage failures in a row in this process, this one included (1 for a first failure). */
   storageFailures: number;
   /** How long the app pauses after 45009/45011. */
   backoffMs: number;
@@ -80,7 +89,19 @@ export function decide(err: unknown, ctx: ReactionContext): Decision {
   if (err instanceof CorruptCampaign) {
     return { action: 'stop-campaign', errcode: LOCAL_ERRCODE, errmsg: err.message };
   }
-  if (err instanceof StorageError) {
+  if (err instanceof StorageUnavailable) return { action: 'delay', ms: err.retryInMs };
+  if (err instanceof StorageLookupFailed || err instanceof StorageError) {
+    // Not the row's fault either way, so no attempt is used. A lookup refused for good (a role without
+    // ListBucket answers 403 for a missing key, a missing bucket) pauses the campaign with the reason: waiting
+    // would retry it forever with nothing recorded. A refused write waits for storage to take writes again.
+    const cause = err instanceof StorageLookupFailed ? err.cause : err;
+    if (err instanceof StorageLookupFailed && isPermanentStorageError(cause)) {
+      return {
+        action: 'stop-campaign',
+        errcode: LOCAL_ERRCODE,
+        errmsg: `${cause.message} Fix the storage, then run \`wxacode retry\` to resume.`,
+      };
+    }
     const ms = ctx.storageRetryMs * 2 ** Math.max(0, ctx.storageFailures - 1);
     return { action: 'delay', ms: Math.min(ctx.storageRetryMaxMs, ms) };
   }

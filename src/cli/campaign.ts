@@ -165,6 +165,10 @@ function formatStatus(s: CampaignStatus): string {
     `  ${s.done} done, ${s.failed} failed, ${s.pending} pending of ${s.total}`,
   ];
   if (s.stopped) lines.push(`  stopped by errcode ${s.stopped.errcode}: ${s.stopped.errmsg}`);
+  if (s.waitingOnStorage) {
+    const w = s.waitingOnStorage;
+    lines.push(`  waiting on storage since ${w.since}: ${w.error}`);
+  }
   if (s.appStopped) {
     lines.push(
       `  workers stopped working for app ${s.appid}: errcode ${s.appStopped.errcode}: ${s.appStopped.errmsg}`,

@@ -2,9 +2,11 @@
  * How `run`, `demo` and `watch` show a campaign's progress: a bar redrawn four times a second on a terminal,
  * a plain line every few seconds otherwise (logs, CI), and one closing summary that decides the exit code.
  */
+
 import { constants } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CampaignStatus } from '../campaign/operations.js';
+import { LOCAL_ERRCODE } from '../campaign/policy.js';
 import { untilSignal } from './context.js';
 
 /** A completed or stopped campaign: nothing more happens to it without a retry. */
@@ -55,6 +57,7 @@ export function progressText(status: CampaignStatus, perMinute: number | undefin
     parts.push(`ETA ${perMinute ? formatDuration((pending / perMinute) * 60_000) : '--:--'}`);
   }
   if (status.state !== 'active') parts.push(status.state);
+  if (status.waitingOnStorage) parts.push(`waiting on storage (${status.waitingOnStorage.code})`);
   return parts.join(' · ');
 }
 
@@ -164,12 +167,15 @@ export function settledReport(status: CampaignStatus, thenWhat: string): Settled
   const out = status.manifest ? [`manifest: ${status.manifest}`] : [];
   if (status.state === 'stopped') {
     const stop = status.stopped;
+    const why =
+      stop?.errcode === LOCAL_ERRCODE
+        ? stop.errmsg
+        : `WeChat answered errcode ${stop?.errcode} (${stop?.errmsg})`;
     return {
       code: 1,
       out,
       err: [
-        `campaign ${campaign} stopped: WeChat answered errcode ${stop?.errcode} (${stop?.errmsg}); ` +
-          `${done} done, ${total - done} not generated.`,
+        `campaign ${campaign} stopped: ${why}; ${done} done, ${total - done} not generated.`,
         `Fix the cause, then \`wxacode retry ${campaign}\` and ${thenWhat}.`,
       ],
     };

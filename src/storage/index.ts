@@ -8,7 +8,7 @@ import type { Storage } from './storage.js';
 export { decodeSegment, encodeSegment, manifestKey, objectKey } from './keys.js';
 export { LocalStorage } from './local.js';
 export { S3Storage, type S3Target } from './s3.js';
-export { type PutResult, type Storage, StorageError } from './storage.js';
+export { isPermanentStorageError, type PutResult, type Storage, StorageError } from './storage.js';
 
 /** The storage WXACODE_STORAGE names. Nothing is contacted until the first call (see `checkWritable`). */
 export function createStorage(

@@ -151,8 +151,10 @@ export class S3Storage implements Storage {
   #error(action: string, key: string, err: unknown): StorageError {
     const e = err as Error & { code?: string; $metadata?: { httpStatusCode?: number } };
     // Network failures arrive as Node errors (ECONNREFUSED…), S3 answers as named exceptions (NoSuchBucket…).
-    const code = e.code ?? (e.name && e.name !== 'Error' ? e.name : 'Error');
     const status = e.$metadata?.httpStatusCode;
+    const named = e.code ?? (e.name && e.name !== 'Error' ? e.name : 'Error');
+    // An answer without a body (any answer to a HEAD) leaves the SDK nothing to name it by but its status.
+    const code = /^Unknown/.test(named) && status ? (STATUS_CODES[status] ?? `HTTP${status}`) : named;
     const where = this.#settings.endpoint ? ` at ${this.#settings.endpoint}` : '';
     const detail = this.#scrub(e.message || (status ? `HTTP ${status}` : code));
     return new StorageError(
@@ -169,6 +171,14 @@ export class S3Storage implements Storage {
     return secret ? text.replaceAll(secret, '[secret]') : text;
   }
 }
+
+/** S3's names for the statuses an error answer without a body may carry. */
+const STATUS_CODES: Record<number, string> = {
+  400: 'BadRequest',
+  403: 'Forbidden',
+  500: 'InternalError',
+  503: 'ServiceUnavailable',
+};
 
 /** The object is missing (HEAD answers a bare 404, GET a NoSuchKey); a missing bucket is an error. */
 function isNotFound(err: unknown): boolean {

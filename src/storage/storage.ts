@@ -44,8 +44,36 @@ export class StorageError extends Error {
   }
 }
 
+/**
+ * Codes no wait will cure: missing buckets and folders, refused credentials or permissions, keys we must not
+ * write. Anything else (a network fault, a 5xx, a full disk or bucket quota, a read-only remount) may pass.
+ * A 403 answer to a HEAD has no body to name it: the SDK calls it Forbidden (a role without ListBucket answers
+ * 403 for a missing key, so no lookup can tell a stored code from a missing one).
+ */
+const PERMANENT_CODES = new Set([
+  'AccessDenied',
+  'AllAccessDisabled',
+  'Forbidden',
+  'InvalidAccessKeyId',
+  'InvalidBucketName',
+  'InvalidKey',
+  'NoSuchBucket',
+  'SignatureDoesNotMatch',
+  'EACCES',
+  'EPERM',
+  'ENOTDIR',
+  'EISDIR',
+]);
+
+export function isPermanentStorageError(err: StorageError): boolean {
+  return PERMANENT_CODES.has(err.code);
+}
+
 /** The probe object of the write check, at the root: the same key every time, so it never accumulates. */
 export const WRITE_CHECK_KEY = '.wxacode-write-check';
+
+/** A key never written, looked up by the start-up check. */
+export const LOOKUP_CHECK_KEY = '.wxacode-lookup-check';
 
 /**
  * The write check both backends run: put the probe object under the root and read it back. It is left in
@@ -56,6 +84,9 @@ export const WRITE_CHECK_KEY = '.wxacode-write-check';
  * Failures are the backend's StorageErrors, which name the target and the reason.
  */
 export async function checkRoundTrip(storage: Storage, tries = 3): Promise<void> {
+  // A worker looks every code up before paying for it: storage that cannot say "missing" (a role without
+  // ListBucket answers 403) would pause every campaign at its first row.
+  await storage.exists(LOOKUP_CHECK_KEY);
   const body = Buffer.from('wxacode write check');
   for (let attempt = 1; ; attempt++) {
     await storage.put(WRITE_CHECK_KEY, body, 'text/plain');

@@ -11,7 +11,9 @@ import {
   LOCAL_ERRCODE,
   outcomeOf,
   type ReactionContext,
+  StorageLookupFailed,
 } from '../../src/campaign/policy.js';
+import { StorageUnavailable } from '../../src/campaign/storage-gate.js';
 import { StorageError } from '../../src/storage/storage.js';
 import { ERRCODES, TransientError, WechatError } from '../../src/wechat/errors.js';
 import type { Kind } from '../../src/wechat/params.js';
@@ -120,6 +122,40 @@ describe('retries that use attempts', () => {
 });
 
 describe('storage failures', () => {
+  const refused = (code: string) => new StorageError('s3://b/p', `Cannot check s3://b/p: ${code}.`, code);
+
+  it('pauses the campaign when storage refuses to say whether a code is stored', () => {
+    for (const code of ['Forbidden', 'AccessDenied', 'NoSuchBucket', 'InvalidAccessKeyId', 'EACCES']) {
+      expect(decide(new StorageLookupFailed(refused(code)), context()), code).toEqual({
+        action: 'stop-campaign',
+        errcode: LOCAL_ERRCODE,
+        errmsg: `Cannot check s3://b/p: ${code}. Fix the storage, then run \`wxacode retry\` to resume.`,
+      });
+    }
+  });
+
+  it('waits, without an attempt, on a lookup that did not get through', () => {
+    for (const code of ['ECONNREFUSED', 'ETIMEDOUT', 'InternalError', 'SlowDown', 'ServiceUnavailable']) {
+      expect(decide(new StorageLookupFailed(refused(code)), context({ storageFailures: 1 })), code).toEqual({
+        action: 'delay',
+        ms: 1000,
+      });
+    }
+  });
+
+  it('waits for storage to take writes again, whatever the write was refused for', () => {
+    for (const code of ['AccessDenied', 'NoSuchBucket', 'ENOSPC', 'EROFS', 'EACCES', 'ECONNRESET']) {
+      expect(decide(refused(code), context({ storageFailures: 2 })).action, code).toBe('delay');
+    }
+  });
+
+  it('brings a job back when the next probe of refusing storage is due', () => {
+    expect(decide(new StorageUnavailable(2345, refused('AccessDenied')), context())).toEqual({
+      action: 'delay',
+      ms: 2345,
+    });
+  });
+
   it('waits longer after each failure in a row, up to the maximum', () => {
     const err = new StorageError('s3://b', 'down', 'ECONNREFUSED');
     const delays = [1, 2, 3, 4, 5, 6, 7].map(

@@ -177,6 +177,10 @@ describe('bad configuration: one line naming the setting, exit 2', () => {
     },
     WECHAT_TOKEN_MODE: { env: { WECHAT_TOKEN_MODE: 'shared' }, says: 'must be "stable" or "classic"' },
     WXACODE_RATE_LIMIT: { env: { WXACODE_RATE_LIMIT: 'fast' }, says: '"fast" is not <count>/<duration>' },
+    WXACODE_STASH_MAX_MB: {
+      env: { WXACODE_STASH_MAX_MB: '0.5' },
+      says: '"0.5" is not a whole number of MB from 1 to 4096',
+    },
     WXACODE_STORAGE: { env: { WXACODE_STORAGE: 'ftp://x/y' }, says: 'unsupported scheme in "ftp://x/y"' },
     WXACODE_PUBLIC_BASE_URL: {
       env: { WXACODE_PUBLIC_BASE_URL: 'cdn.example.com' },

@@ -1,9 +1,8 @@
 /**
  * Storage that refuses writes, injected as a fault rather than by file permissions (CI runs as root, which
  * writes anywhere): an HTTP proxy in front of s3rver that answers PUT with 403 AccessDenied while told to.
+ * A refused write stops new WeChat calls until a probe write succeeds; the rows wait, and resume by themselves.
  */
-import { createServer, request } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { campaignStatus } from '../../src/campaign/operations.js';
 import { CodeWorker } from '../../src/campaign/worker.js';
@@ -11,46 +10,10 @@ import { codeOptions } from '../../src/wechat/params.js';
 import { runCli } from '../../test-support/cli.js';
 import { waitFor } from '../../test-support/wait.js';
 import { CHAOS_APPID, ChaosRig } from '../helpers/chaos.js';
+import { type RefusingProxy, refusingProxy } from '../helpers/s3-proxy.js';
 
 let rig: ChaosRig;
-let proxy: Awaited<ReturnType<typeof refusingProxy>>;
-
-/** Forwards every request to `target`, except PUTs while `refuse` is set: those get 403 AccessDenied. */
-async function refusingProxy(target: string) {
-  const upstream = new URL(target);
-  const state = { refuse: false, refused: 0, url: '', close: () => server.close() };
-  const server = createServer((req, res) => {
-    if (state.refuse && req.method === 'PUT') {
-      state.refused++;
-      req
-        .resume()
-        .on('end', () =>
-          res
-            .writeHead(403, { 'Content-Type': 'application/xml' })
-            .end('<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>'),
-        );
-      return;
-    }
-    const forward = request(
-      {
-        host: upstream.hostname,
-        port: upstream.port,
-        method: req.method,
-        path: req.url,
-        headers: req.headers,
-      },
-      (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      },
-    );
-    forward.on('error', () => res.destroy());
-    req.pipe(forward);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  state.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return state;
-}
+let proxy: RefusingProxy;
 
 beforeAll(async () => {
   rig = await ChaosRig.start({ rate: { count: 20, durationMs: 1000 } });
@@ -58,13 +21,13 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  proxy?.close();
+  await proxy?.close();
   await rig?.close();
 });
 
 it('a worker refuses to start when the storage refuses writes, naming the cause', async () => {
   const prefix = rig.prefix();
-  proxy.refuse = true;
+  proxy.refuse.add('PUT');
   try {
     const result = await runCli(['worker'], { env: rig.env(prefix, { S3_ENDPOINT: proxy.url }) });
     expect(result.code).toBe(1);
@@ -72,7 +35,7 @@ it('a worker refuses to start when the storage refuses writes, naming the cause'
     expect(result.stderr).toContain(`s3://${rig.s3.bucket}/${prefix}`);
     expect(result.stderr).not.toContain('worker started');
   } finally {
-    proxy.refuse = false;
+    proxy.refuse.clear();
   }
 }, 60_000);
 
@@ -89,7 +52,7 @@ it('a worker whose storage starts refusing writes mid-campaign keeps the rows pe
   });
   try {
     await waitFor('some codes stored', async () => (await store.get('refused'))!.done >= 5);
-    proxy.refuse = true;
+    proxy.refuse.add('PUT');
     const refusedFrom = proxy.refused;
     await waitFor('uploads refused', () => proxy.refused >= refusedFrom + 5);
     const during = await campaignStatus(store, 'refused');
@@ -97,14 +60,14 @@ it('a worker whose storage starts refusing writes mid-campaign keeps the rows pe
     expect(during.pending).toBeGreaterThan(0);
     expect(during.done + during.pending).toBe(40);
 
-    proxy.refuse = false;
+    proxy.refuse.clear();
     await waitFor(
       'the campaign to complete',
       async () => (await campaignStatus(store, 'refused')).state === 'completed',
       { timeoutMs: 90_000 },
     );
   } finally {
-    proxy.refuse = false;
+    proxy.refuse.clear();
     await worker.close();
   }
   expect(await rig.audit(prefix, 'refused', options, values)).toMatchObject({
