@@ -97,6 +97,24 @@ export function untilSignal(): Promise<NodeJS.Signals> {
   });
 }
 
+/**
+ * A signal, or an error nothing handled (a bug, a promise nobody awaited): either way a long-running command
+ * stops taking work and lets what it holds finish, rather than dying mid-job with every app's jobs in flight.
+ * Errors after the first are logged too, so that the graceful stop is not cut short by one of them.
+ */
+export function untilStopRequest(logger: Logger): Promise<NodeJS.Signals | 'fatal'> {
+  return new Promise((resolve) => {
+    const onFatal = (err: unknown) => {
+      const message = err instanceof Error ? (err.stack ?? err.message) : String(err);
+      logger.error({ err: message }, 'unexpected error: stopping gracefully');
+      resolve('fatal');
+    };
+    process.on('unhandledRejection', onFatal);
+    process.on('uncaughtException', onFatal);
+    void untilSignal().then(resolve);
+  });
+}
+
 /** Logs stay at warn unless asked for: the progress display and the closing summary tell the story. */
 export function runLogger(flags: GlobalFlags): Logger {
   return createLogger({ level: flags.verbose ? 'debug' : (process.env.LOG_LEVEL ?? 'warn') });
@@ -104,7 +122,7 @@ export function runLogger(flags: GlobalFlags): Logger {
 
 function describeLocalRedis(redis: LocalRedis): string {
   const how = redis.started ? 'started a private redis-server' : 'using the private redis-server';
-  return `REDIS_URL is not set and nothing answers at the default address: ${how} on ${redis.url}, data in ${redis.dir}/\n`;
+  return `REDIS_URL is not set and nothing answers at the default address: ${how} on ${redactUrl(redis.url)}, data in ${redis.dir}/\n`;
 }
 
 /**

@@ -15,6 +15,7 @@ import {
   parseInteger,
   UsageError,
   untilSignal,
+  untilStopRequest,
 } from './context.js';
 
 export interface WorkerFlags {
@@ -120,13 +121,14 @@ Examples:
         state = 'running';
         logger.info({ apps, storage: worker.storage.description }, 'worker started');
 
-        const signal = await Promise.race([untilSignal(), worker.stopped.then(() => undefined)]);
+        const signal = await Promise.race([untilStopRequest(logger), worker.stopped.then(() => undefined)]);
         state = 'stopping';
         if (!signal) {
           // Every app's credentials were refused: nothing left to do, and an operator must look.
           await worker.close();
           process.exitCode = 1;
         } else {
+          if (signal === 'fatal') process.exitCode = 1;
           logger.info({ signal, timeoutSeconds }, 'stopping: finishing in-flight jobs');
           const outcome = await closeWithin(worker, timeoutSeconds * 1000);
           if (outcome !== 'closed') {
