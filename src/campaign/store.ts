@@ -114,6 +114,7 @@ const SCRIPTS = {
   wxMarkRow: luaScript('markRow', 3, LUA_CONSTANTS),
   wxHoldOpen: luaScript('holdOpen', 2),
   wxResumeCampaign: luaScript('resumeCampaign', 2),
+  wxPendingWithoutJob: luaScript('pendingWithoutJob', 1, LUA_CONSTANTS),
   wxStopCampaign: luaScript('stopCampaign', 1),
 };
 
@@ -217,6 +218,13 @@ export class CampaignStore {
       | 'completed'
       | 'open'
       | 'unknown';
+  }
+
+  /** Of these rows, those pending whose job (`jobKeys[i]` for `values[i]`) does not exist. */
+  async pendingWithoutJob(id: string, values: string[], jobKeys: string[]): Promise<string[]> {
+    if (values.length === 0) return [];
+    const args = values.flatMap((value, i) => [value, jobKeys[i]!]);
+    return (await this.#redis.wxPendingWithoutJob(this.#keys(id).rows, ...args)) as string[];
   }
 
   async rowStatus(id: string, value: string): Promise<RowStatus | undefined> {

@@ -24,6 +24,7 @@ import {
   outcomeOf,
 } from './policy.js';
 import { type CodeJobData, openQueue, retryDelay } from './queue.js';
+import { Reconciler } from './reconcile.js';
 import { type CampaignMeta, CampaignStore } from './store.js';
 
 /** Observations for metrics; every method optional. */
@@ -60,6 +61,8 @@ export interface CodeWorkerOptions {
   storageRetryMs?: number;
   /** How long a WeChat call may wait for the answer's headers, and then for its body. Default 15 000 ms each. */
   wechatTimeoutMs?: number;
+  /** How often the fleet looks for pending rows with no job (see reconcile.ts). Default 60 000 ms. */
+  reconcileIntervalMs?: number;
 }
 
 const STORAGE_RETRY_MAX_MS = 30_000;
@@ -94,6 +97,7 @@ export class CodeWorker {
   readonly #campaigns = new Map<string, CampaignMeta>();
   /** Storage failures in a row in this process, for the storage retry backoff; any success resets it. */
   #storageFailures = 0;
+  #reconciler: Reconciler | undefined;
   #closing: Promise<void> | undefined;
   #stoppedApps = new Set<string>();
   #resolveAllStopped!: () => void;
@@ -140,6 +144,13 @@ export class CodeWorker {
     await storage.checkWritable();
     const worker = new CodeWorker(options, storage);
     for (const appid of apps) worker.#startApp(appid);
+    worker.#reconciler = Reconciler.start({
+      lifecycle: worker.#lifecycle,
+      connection: worker.#connection,
+      apps,
+      intervalMs: options.reconcileIntervalMs,
+      logger: worker.#logger,
+    });
     return worker;
   }
 
@@ -384,6 +395,7 @@ export class CodeWorker {
   /** Stop taking jobs, let in-flight ones finish (call and upload), release everything. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      await this.#reconciler?.close();
       await Promise.all([...this.#apps.keys()].map((appid) => this.#closeApp(appid)));
       await Promise.all([this.#client.close(), this.#tokens.close(), this.#storage.close()]);
       this.#connection.disconnect();
