@@ -10,13 +10,12 @@
  * - `campaign:<id>:producers`   sorted set of the producers adding rows (an enqueue, a retry) by when their lease
  *                               runs out: the campaign completes only when none is left (src/lua/includes/producers.lua)
  * - `app:<appid>`               hash of app-wide stops (the A+C quota spent, credentials refused)
- * - `stash:<hash of object key>` a generated image whose upload failed, kept for a day so that the next
- *                               attempt uploads it instead of paying WeChat for it again
+ * - `stash`, `stash:bytes`      images whose upload failed, and the bytes they hold (campaign/stash.ts)
  *
  * Counters change only inside the Lua scripts of src/lua, together with the row they count, so
  * `done + failed + pending` always equals `total` however many workers race on one row.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { defineScripts, luaScript, type ScriptedRedis } from '../lua.js';
 import type { CodeOptions, Kind } from '../wechat/params.js';
@@ -299,21 +298,5 @@ export class CampaignStore {
 
   async clearAppStop(appid: string, what: AppStop): Promise<void> {
     await this.#redis.hdel(this.#key('app', appid), what);
-  }
-
-  #stashKey(objectKey: string): string {
-    return this.#key('stash', createHash('sha256').update(objectKey).digest('base64url'));
-  }
-
-  async stashImage(objectKey: string, body: Buffer, ttlSeconds = 86_400): Promise<void> {
-    await this.#redis.set(this.#stashKey(objectKey), body, 'EX', ttlSeconds);
-  }
-
-  async stashedImage(objectKey: string): Promise<Buffer | undefined> {
-    return (await this.#redis.getBuffer(this.#stashKey(objectKey))) ?? undefined;
-  }
-
-  async dropStash(objectKey: string): Promise<void> {
-    await this.#redis.del(this.#stashKey(objectKey));
   }
 }

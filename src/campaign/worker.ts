@@ -8,7 +8,13 @@ import { Redis } from 'ioredis';
 import { type Config, workerApps } from '../config.js';
 import { AppLimiter } from '../limiter.js';
 import { type Logger, silentLogger } from '../log.js';
-import { createStorage, objectKey, type Storage } from '../storage/index.js';
+import {
+  createStorage,
+  isPermanentStorageError,
+  objectKey,
+  type Storage,
+  StorageError,
+} from '../storage/index.js';
 import { imageTypeOf } from '../wechat/body.js';
 import { WechatClient } from '../wechat/client.js';
 import { isTransientError, isWechatError } from '../wechat/errors.js';
@@ -22,9 +28,12 @@ import {
   decide,
   type JobOutcome,
   outcomeOf,
+  StorageLookupFailed,
 } from './policy.js';
 import { type CodeJobData, openQueue, retryDelay } from './queue.js';
 import { Reconciler } from './reconcile.js';
+import { ImageStash } from './stash.js';
+import { StorageGate } from './storage-gate.js';
 import { type CampaignMeta, CampaignStore } from './store.js';
 
 /** Observations for metrics; every method optional. */
@@ -95,8 +104,8 @@ export class CodeWorker {
   readonly #apps = new Map<string, App>();
   /** Campaign options and app never change after creation: each is read once. Only found ones are kept. */
   readonly #campaigns = new Map<string, CampaignMeta>();
-  /** Storage failures in a row in this process, for the storage retry backoff; any success resets it. */
-  #storageFailures = 0;
+  readonly #stash: ImageStash;
+  readonly #gate: StorageGate;
   #reconciler: Reconciler | undefined;
   #closing: Promise<void> | undefined;
   #stoppedApps = new Set<string>();
@@ -116,6 +125,16 @@ export class CodeWorker {
     this.#store = new CampaignStore(this.#connection, config.prefix);
     this.#storage = storage;
     this.#lifecycle = new CampaignLifecycle(this.#store, storage, this.#logger);
+    this.#stash = new ImageStash(this.#connection, config.prefix, config.stashMaxBytes);
+    this.#gate = new StorageGate({
+      storage,
+      stash: this.#stash,
+      redis: this.#connection,
+      prefix: config.prefix,
+      logger: this.#logger,
+      retryMs: options.storageRetryMs ?? 1000,
+      retryMaxMs: STORAGE_RETRY_MAX_MS,
+    });
     this.#tokens = new TokenProvider({
       redis: this.#connection,
       prefix: config.prefix,
@@ -224,17 +243,21 @@ export class CodeWorker {
       }
     }
 
+    // While storage refuses writes, not even a lookup: the job comes back when the next probe is due.
+    this.#gate.check();
     const key = objectKey({ appid, options: meta.options, value });
-    if (await this.#storage.exists(key)) {
-      this.#storageFailures = 0;
+    const stored = await this.#storage.exists(key).catch((err: StorageError) => {
+      throw new StorageLookupFailed(err);
+    });
+    if (stored) {
       // A stash left by an upload that did reach storage before it failed is of no more use.
-      await this.#store.dropStash(key);
+      await this.#stash.drop(key);
       this.#hooks.alreadyStored?.(appid);
       await this.#lifecycle.settleRow(campaign, value, { status: 'done' });
       return 'already-stored';
     }
 
-    const stashed = await this.#store.stashedImage(key);
+    const stashed = await this.#stash.get(key);
     const image = stashed ?? (await this.#generate(appid, meta, value, job));
     await this.#upload(key, image, stashed !== undefined);
     await this.#lifecycle.settleRow(campaign, value, { status: 'done' });
@@ -269,6 +292,7 @@ export class CodeWorker {
       this.#connection.get(app.backoffKey),
     ]);
     if (state === 'stopped') throw new CampaignStopped();
+    this.#gate.check();
     if (Number(backoff) >= BULLMQ_LIMITER.max) throw new AppBackedOff();
   }
 
@@ -279,12 +303,13 @@ export class CodeWorker {
       await this.#storage.put(key, image, imageTypeOf(image)!.contentType);
     } catch (err) {
       // Keep the image: it cost an API call, and for A/C a unit of a lifetime quota.
-      if (!stashed) await this.#store.stashImage(key, image);
+      if (!stashed && !(await this.#stash.put(key, image))) {
+        this.#logger.warn({ key, maxBytes: this.#stash.maxBytes }, 'the stash is full: this image is let go');
+      }
       throw err;
     }
-    this.#storageFailures = 0;
     this.#hooks.upload?.(Date.now() - started);
-    if (stashed) await this.#store.dropStash(key);
+    if (stashed) await this.#stash.drop(key);
   }
 
   async #carryOut(
@@ -300,7 +325,7 @@ export class CodeWorker {
       kind: meta?.kind ?? 'unlimited',
       attempt: job.attemptsMade + 1,
       attempts: job.opts.attempts ?? 1,
-      storageFailures: err instanceof Error && err.name === 'StorageError' ? ++this.#storageFailures : 0,
+      storageFailures: await this.#storageFailed(err),
       backoffMs: this.#o.rateLimitBackoffMs ?? Math.max(1000, this.#o.config.rateLimit.durationMs / 10),
       storageRetryMs: this.#o.storageRetryMs ?? 1000,
       storageRetryMaxMs: STORAGE_RETRY_MAX_MS,
@@ -343,6 +368,17 @@ export class CodeWorker {
         break;
     }
     return outcomeOf(decision)!;
+  }
+
+  /**
+   * A storage failure that may pass (a refused write, a lookup that did not get through) closes the gate: no
+   * call until a probe write succeeds. Returns the failures in a row, 0 for any other error.
+   */
+  async #storageFailed(err: unknown): Promise<number> {
+    if (err instanceof StorageError) return this.#gate.failed(err);
+    if (err instanceof StorageLookupFailed && !isPermanentStorageError(err.cause))
+      return this.#gate.failed(err.cause);
+    return 0;
   }
 
   #log(decision: Decision, job: Job<CodeJobData>, err: unknown): void {
@@ -396,6 +432,7 @@ export class CodeWorker {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await this.#reconciler?.close();
+      this.#gate.close();
       await Promise.all([...this.#apps.keys()].map((appid) => this.#closeApp(appid)));
       await Promise.all([this.#client.close(), this.#tokens.close(), this.#storage.close()]);
       this.#connection.disconnect();

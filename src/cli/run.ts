@@ -8,7 +8,8 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
 import type { Redis } from 'ioredis';
-import { formatManifestRow, manifestHeader, manifestRows, storeManifest } from '../campaign/manifest.js';
+import { CampaignLifecycle } from '../campaign/lifecycle.js';
+import { formatManifestRow, manifestHeader, manifestRows } from '../campaign/manifest.js';
 import { type CampaignStatus, campaignStatus, loadCampaign } from '../campaign/operations.js';
 import { CampaignStore } from '../campaign/store.js';
 import { CodeWorker } from '../campaign/worker.js';
@@ -114,10 +115,7 @@ export async function runCampaign(plan: RunPlan): Promise<RunResult> {
     status = await poll();
     // The worker that completes a campaign stores its manifest; when that was another process still writing
     // it, or a campaign that had nothing left to do, store it here.
-    if (status.state === 'completed' && !status.manifest) {
-      await storeManifest(store, storage, campaign);
-      status = await poll();
-    }
+    if (await new CampaignLifecycle(store, storage).ensureManifest(campaign)) status = await poll();
     if (plan.output) {
       await writeManifestFile(store, storage, campaign, plan.output);
       process.stdout.write(`manifest written to ${plan.output}\n`);

@@ -90,12 +90,4 @@ describe('CampaignStore', () => {
     expect(await store.markRow('c5', 'b', { status: 'done' })).toBe(SETTLE_RESULT.completed);
     expect(await store.markRow('c5', 'c', { status: 'done' })).toBe(SETTLE_RESULT.unknown);
   });
-
-  it('keeps a stashed image as bytes', async () => {
-    const body = Buffer.from([0xff, 0xd8, 0xff, 0x00, 0x10, 0xff, 0xd9]);
-    await store.stashImage('wx1/unlimited/abc/x.jpg', body);
-    expect(await store.stashedImage('wx1/unlimited/abc/x.jpg')).toEqual(body);
-    await store.dropStash('wx1/unlimited/abc/x.jpg');
-    expect(await store.stashedImage('wx1/unlimited/abc/x.jpg')).toBeUndefined();
-  });
 });

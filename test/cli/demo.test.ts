@@ -2,7 +2,7 @@
  * `wxacode demo` as a newcomer runs it: a fresh folder, no REDIS_URL (the default address is a free port here, so
  * the demo starts its own redis-server), and WECHAT_* pointing at an app the demo must never call.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -48,8 +48,16 @@ function generated(stdout: string): number {
   return Number(/the mock WeChat API generated (\d+) in/.exec(stdout)?.[1]);
 }
 
+/** Where the private server listens, as its message says (the password masked). */
 function privateRedisUrl(stderr: string): string {
-  return /private redis-server on (redis:\/\/127\.0\.0\.1:\d+)/.exec(stderr)![1]!;
+  return /private redis-server on (redis:\/\/\S*127\.0\.0\.1:\d+)/.exec(stderr)![1]!;
+}
+
+/** The private server's URL with its password, from the server.json of the folder it runs in. */
+function privateRedisLogin(cwd: string): string {
+  const record = path.join(cwd, '.wxacode', 'redis', 'server.json');
+  const { port, password } = JSON.parse(readFileSync(record, 'utf8')) as { port: number; password: string };
+  return `redis://:${password}@127.0.0.1:${port}`;
 }
 
 /** Every scene has its code in ./wxacode-out, decoding to that scene on the mock's app. */
@@ -109,7 +117,7 @@ describe('wxacode demo', () => {
     const running = startCli(['demo', '--scenes', '60', '--concurrency', '4'], { cwd, env: slow });
     const { output } = running;
     while (!/private redis-server on/.test(output.stderr)) await new Promise((r) => setTimeout(r, 50));
-    const redis = new Redis(privateRedisUrl(output.stderr), { maxRetriesPerRequest: 1 });
+    const redis = new Redis(privateRedisLogin(cwd), { maxRetriesPerRequest: 1 });
     const store = new CampaignStore(redis, 'wxacode');
     let campaign: string | undefined;
     for (;;) {
