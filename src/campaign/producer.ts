@@ -53,6 +53,11 @@ export interface EnqueueOptions {
   stdin?: NodeJS.ReadableStream;
   /** How long the campaign stays open for this enqueue if it dies before finishing. Default 30 s. */
   producerLeaseMs?: number;
+  /**
+   * Sees each valid row of the validation pass, then `done`, before anything is written: what either throws
+   * stops the enqueue (the quota ledger's check, `acQuotaPrecheck`).
+   */
+  precheck?: { row(value: string): Promise<void>; done(): Promise<void> };
 }
 
 /** Row values from the caller's own code; `line` in messages is the 1-based position in what it yields. */
@@ -117,7 +122,7 @@ async function validate(input: string | RowSource, o: EnqueueOptions): Promise<n
     if (problem !== undefined) {
       invalid++;
       o.onInvalid?.({ line: item.line, problem });
-    }
+    } else if (o.precheck && 'value' in item) await o.precheck.row(item.value);
   }
   return invalid;
 }
@@ -138,6 +143,7 @@ export async function enqueueCampaign(o: EnqueueOptions): Promise<EnqueueResult>
         invalid,
       );
     }
+    await o.precheck?.done();
 
     const store = new CampaignStore(o.redis, o.prefix);
     const lease = producerLease(o.producerLeaseMs);

@@ -169,7 +169,8 @@ class MockWechat {
   }
 
   stats(appid?: string): MockStats {
-    return this.#app(this.#knownAppid(appid)).stats.snapshot();
+    const app = this.#app(this.#knownAppid(appid));
+    return { ...app.stats.snapshot(), acUsed: app.quota.acUsed };
   }
 
   revokeTokens(appid?: string): void {

@@ -23,6 +23,8 @@ export interface MockStats {
   faults: Record<string, number>;
   /** Arrival times (ms since the epoch) of code calls, oldest first; the newest MAX_CALL_TIMES are kept. */
   callTimes: number[];
+  /** A + C codes counted against the lifetime total (`Num-Used`): like WeChat's, never reset. */
+  acUsed: number;
 }
 
 /** About 16 MB of timestamps per app: enough for a long benchmark, bounded for a mock left running. */
@@ -59,7 +61,7 @@ export class AppStats {
     this.#faults[kind] = (this.#faults[kind] ?? 0) + 1;
   }
 
-  snapshot(): MockStats {
+  snapshot(): Omit<MockStats, 'acUsed'> {
     return {
       ...this.counts,
       maxInWindow: this.#maxInWindow,
