@@ -7,10 +7,11 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
-import { type Dispatcher, Pool } from 'undici';
+import type { Dispatcher } from 'undici';
 import type { Secret, TokenMode } from '../config.js';
 import { defineScripts, luaScript, type ScriptedRedis } from '../lua.js';
 import { exchange, jsonAnswer } from './body.js';
+import { type WechatEndpoint, wechatEndpoint } from './endpoint.js';
 import { TransientError } from './errors.js';
 
 /** What the code client needs from a token source. */
@@ -69,10 +70,7 @@ export class TokenProvider implements TokenSource {
   readonly #prefix: string;
   readonly #apps: Map<string, Secret>;
   readonly #mode: TokenMode;
-  readonly #origin: string;
-  readonly #basePath: string;
-  readonly #dispatcher: Dispatcher;
-  readonly #ownsDispatcher: boolean;
+  readonly #endpoint: WechatEndpoint;
   readonly #refreshAheadMs: number;
   readonly #lockTtlMs: number;
   readonly #hooks: NonNullable<TokenProviderOptions['hooks']>;
@@ -82,15 +80,14 @@ export class TokenProvider implements TokenSource {
   readonly #forceWanted = new Map<string, string>();
 
   constructor(options: TokenProviderOptions) {
-    const base = new URL(options.baseUrl);
     this.#redis = defineScripts(options.redis, SCRIPTS);
     this.#prefix = options.prefix;
     this.#apps = options.apps;
     this.#mode = options.mode;
-    this.#origin = base.origin;
-    this.#basePath = base.pathname.replace(/\/+$/, '');
-    this.#ownsDispatcher = options.dispatcher === undefined;
-    this.#dispatcher = options.dispatcher ?? new Pool(base.origin, { connections: 2, connectTimeout: 5_000 });
+    this.#endpoint = wechatEndpoint(options.baseUrl, options.dispatcher, {
+      connections: 2,
+      connectTimeout: 5_000,
+    });
     this.#refreshAheadMs = options.refreshAheadMs ?? 5 * 60_000;
     this.#lockTtlMs = options.lockTtlMs ?? 10_000;
     this.#hooks = options.hooks ?? {};
@@ -123,7 +120,7 @@ export class TokenProvider implements TokenSource {
   }
 
   async close(): Promise<void> {
-    if (this.#ownsDispatcher) await this.#dispatcher.close();
+    await this.#endpoint.close();
   }
 
   #secretOf(appid: string): Secret {
@@ -201,19 +198,19 @@ export class TokenProvider implements TokenSource {
     const secret = this.#secretOf(appid).reveal();
     const grant = 'client_credential';
     const answer = await exchange(
-      this.#dispatcher,
+      this.#endpoint.dispatcher,
       this.#mode === 'stable'
         ? {
-            origin: this.#origin,
-            path: `${this.#basePath}/cgi-bin/stable_token`,
+            origin: this.#endpoint.origin,
+            path: `${this.#endpoint.basePath}/cgi-bin/stable_token`,
             method: 'POST',
             headers: { 'content-type': 'application/json' },
             body: JSON.stringify({ grant_type: grant, appid, secret, force_refresh: forced }),
             signal: deadline,
           }
         : {
-            origin: this.#origin,
-            path: `${this.#basePath}/cgi-bin/token?${new URLSearchParams({ grant_type: grant, appid, secret })}`,
+            origin: this.#endpoint.origin,
+            path: `${this.#endpoint.basePath}/cgi-bin/token?${new URLSearchParams({ grant_type: grant, appid, secret })}`,
             method: 'GET',
             signal: deadline,
           },
