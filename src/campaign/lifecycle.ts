@@ -6,7 +6,7 @@
  */
 import { type Logger, silentLogger } from '../log.js';
 import { manifestKey, type Storage } from '../storage/index.js';
-import { writeManifestTo } from './manifest.js';
+import { manifestText } from './manifest.js';
 import type { CampaignStore, ProducerLease, RowStatus } from './store.js';
 
 export type SettleResult = Awaited<ReturnType<CampaignStore['markRow']>>;
@@ -94,18 +94,14 @@ export class CampaignLifecycle {
     return this.#storeManifest(campaign);
   }
 
-  /** The CSV manifest, next to the campaign's codes. */
+  /** The CSV manifest, next to the campaign's codes, streamed: a campaign of millions of rows has one too. */
   async #storeManifest(campaign: string): Promise<string | undefined> {
     const storage = this.storage;
     if (!storage) return undefined;
     const meta = await this.store.get(campaign);
     if (!meta) throw new Error(`campaign ${campaign} does not exist`);
-    const parts: string[] = [];
-    await writeManifestTo(this.store, storage, meta, 'csv', (text) => {
-      parts.push(text);
-    });
     const key = manifestKey(meta.appid, meta.id, 'csv');
-    await storage.put(key, Buffer.from(parts.join('')), 'text/csv; charset=utf-8');
+    await storage.putStream(key, manifestText(this.store, storage, meta, 'csv'), 'text/csv; charset=utf-8');
     await this.store.setManifestKey(campaign, key);
     this.#logger.info({ campaign, manifest: storage.url(key) }, 'manifest stored');
     return key;

@@ -46,9 +46,12 @@ export function formatManifestRow(meta: CampaignMeta, row: ManifestRow, format: 
   return `${JSON.stringify({ [rowField(meta.kind)]: value, ...rest })}\n`;
 }
 
+/** Where a manifest's rows come from: the store, or anything that reads rows the same way (the bench). */
+export type RowSource = Pick<CampaignStore, 'rows'>;
+
 /** The campaign's rows with their status; key and URL only where a code is stored. */
 export async function* manifestRows(
-  store: CampaignStore,
+  store: RowSource,
   storage: Storage,
   meta: CampaignMeta,
 ): AsyncGenerator<ManifestRow> {
@@ -66,9 +69,32 @@ export async function* manifestRows(
   }
 }
 
+/**
+ * The manifest as text in pieces of `rowsPerPiece` rows, the header first: what storage's `putStream` takes, so
+ * that composing the manifest of millions of rows holds one piece, never the whole text.
+ */
+export async function* manifestText(
+  store: RowSource,
+  storage: Storage,
+  meta: CampaignMeta,
+  format: ManifestFormat,
+  rowsPerPiece = 1000,
+): AsyncGenerator<string> {
+  let piece = manifestHeader(meta, format);
+  let rows = 0;
+  for await (const row of manifestRows(store, storage, meta)) {
+    piece += formatManifestRow(meta, row, format);
+    if (++rows % rowsPerPiece === 0) {
+      yield piece;
+      piece = '';
+    }
+  }
+  if (piece !== '') yield piece;
+}
+
 /** Write the whole manifest as text, a row at a time. */
 export async function writeManifestTo(
-  store: CampaignStore,
+  store: RowSource,
   storage: Storage,
   meta: CampaignMeta,
   format: ManifestFormat,

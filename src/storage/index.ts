@@ -7,13 +7,13 @@ import type { Storage } from './storage.js';
 
 export { decodeSegment, encodeSegment, manifestKey, objectKey } from './keys.js';
 export { LocalStorage } from './local.js';
-export { S3Storage, type S3Target } from './s3.js';
+export { PART_BYTES, S3Storage, type S3StorageOptions, type S3Target } from './s3.js';
 export { isPermanentStorageError, type PutResult, type Storage, StorageError } from './storage.js';
 
 /** The storage WXACODE_STORAGE names. Nothing is contacted until the first call (see `checkWritable`). */
 export function createStorage(
   config: Pick<Config, 'storage' | 's3' | 'publicBaseUrl'>,
-  options: { logger?: Logger } = {},
+  options: { logger?: Logger; partBytes?: number } = {},
 ): Storage {
   const target = config.storage;
   if (target.type === 'local') return new LocalStorage(target.dir, config.publicBaseUrl);
@@ -22,5 +22,6 @@ export function createStorage(
     config.s3,
     config.publicBaseUrl,
     options.logger,
+    { partBytes: options.partBytes },
   );
 }

@@ -1,9 +1,27 @@
 /** Images in an S3 bucket (AWS or any S3-compatible server): each key lives under the bucket's key prefix. */
 import { createHash } from 'node:crypto';
-import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import {
+  AbortMultipartUploadCommand,
+  type CompletedPart,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
 import type { S3Settings } from '../config.js';
 import type { Logger } from '../log.js';
-import { checkKey, checkRoundTrip, joinUrl, type PutResult, type Storage, StorageError } from './storage.js';
+import {
+  checkKey,
+  checkRoundTrip,
+  joinUrl,
+  type PutResult,
+  piecesOf,
+  type Storage,
+  StorageError,
+} from './storage.js';
 
 /** x-amz-meta-wxacode-size: the body's length, to tell a complete object from a cut-off upload. */
 const SIZE_METADATA = 'wxacode-size';
@@ -14,6 +32,18 @@ const CONNECTION_TIMEOUT_MS = 5_000;
 /** Images are at most a few hundred KB: a request this slow is a stuck connection, better retried. */
 const REQUEST_TIMEOUT_MS = 30_000;
 const MAX_SOCKETS = 64;
+
+/**
+ * Parts of a streamed upload. S3 refuses parts under 5 MiB but the last; 8 MiB keeps two or three parts in memory
+ * (one uploading while the next is composed) and reaches 80 GiB within S3's 10,000 parts.
+ */
+export const PART_BYTES = 8 * 1024 * 1024;
+const MAX_PARTS = 10_000;
+
+export interface S3StorageOptions {
+  /** Bytes per part of `putStream`; tests force small parts to exercise the multipart path. */
+  partBytes?: number;
+}
 
 export interface S3Target {
   bucket: string;
@@ -28,8 +58,16 @@ export class S3Storage implements Storage {
   readonly #settings: S3Settings;
   readonly #publicBaseUrl: string | undefined;
   readonly #logger: Logger | undefined;
+  readonly #partBytes: number;
 
-  constructor(target: S3Target, settings: S3Settings, publicBaseUrl?: string, logger?: Logger) {
+  constructor(
+    target: S3Target,
+    settings: S3Settings,
+    publicBaseUrl?: string,
+    logger?: Logger,
+    options: S3StorageOptions = {},
+  ) {
+    this.#partBytes = options.partBytes ?? PART_BYTES;
     this.#target = target;
     this.#settings = settings;
     this.#publicBaseUrl = publicBaseUrl;
@@ -94,6 +132,84 @@ export class S3Storage implements Storage {
     const attempts = output.$metadata.attempts ?? 1;
     if (attempts > 1) this.#logger?.warn({ key, attempts }, 'S3 put succeeded after retries');
     return { key, url: this.url(key) };
+  }
+
+  /**
+   * A body that fits in one part is one `put`. A longer one is a multipart upload: each part is uploaded while the
+   * next is composed, and the upload is aborted on any failure, so its parts are not left billed in the bucket.
+   */
+  async putStream(
+    key: string,
+    body: AsyncIterable<Buffer | string>,
+    contentType: string,
+  ): Promise<PutResult> {
+    const params = this.#params(key);
+    const pieces = piecesOf(body, this.#partBytes);
+    const first = await pieces.next();
+    let next = await pieces.next();
+    if (next.done) return this.put(key, first.value ?? Buffer.alloc(0), contentType);
+    const { UploadId } = await this.#request('start an upload to', key, () =>
+      this.#client.send(new CreateMultipartUploadCommand({ ...params, ContentType: contentType })),
+    );
+    const parts: CompletedPart[] = [];
+    try {
+      let piece: Buffer = first.value;
+      for (let number = 1; ; number++) {
+        if (number > MAX_PARTS) {
+          throw new StorageError(
+            this.description,
+            `Cannot write to ${this.description} (key ${key}): more than ${MAX_PARTS} parts of ${this.#partBytes} bytes.`,
+            'EntityTooLarge',
+          );
+        }
+        const upload = this.#uploadPart(key, UploadId!, number, piece);
+        try {
+          if (number > 1) next = await pieces.next();
+        } catch (err) {
+          await upload.catch(() => undefined);
+          throw err;
+        }
+        parts.push({ PartNumber: number, ETag: await upload });
+        if (next.done) break;
+        piece = next.value;
+      }
+      await this.#request('finish an upload to', key, () =>
+        this.#client.send(
+          new CompleteMultipartUploadCommand({ ...params, UploadId, MultipartUpload: { Parts: parts } }),
+        ),
+      );
+    } catch (err) {
+      await pieces.return(undefined);
+      await this.#client.send(new AbortMultipartUploadCommand({ ...params, UploadId })).catch((abortErr) => {
+        this.#logger?.warn(
+          { key, err: this.#scrub((abortErr as Error).message) },
+          'could not abort a failed multipart upload; a bucket lifecycle rule (AbortIncompleteMultipartUpload) removes its parts',
+        );
+      });
+      throw err;
+    }
+    return { key, url: this.url(key) };
+  }
+
+  async #uploadPart(
+    key: string,
+    uploadId: string,
+    number: number,
+    body: Buffer,
+  ): Promise<string | undefined> {
+    const output = await this.#request(`write part ${number} to`, key, () =>
+      this.#client.send(
+        new UploadPartCommand({
+          ...this.#params(key),
+          UploadId: uploadId,
+          PartNumber: number,
+          Body: body,
+          ContentLength: body.length,
+          ContentMD5: createHash('md5').update(body).digest('base64'),
+        }),
+      ),
+    );
+    return output.ETag;
   }
 
   async get(key: string): Promise<Buffer | undefined> {

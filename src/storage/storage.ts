@@ -20,6 +20,14 @@ export interface Storage {
   checkWritable(): Promise<void>;
   exists(key: string): Promise<boolean>;
   put(key: string, body: Buffer, contentType: string): Promise<PutResult>;
+  /**
+   * Write a body of any size, holding only a few MB of it at a time (manifests of millions of rows). The object
+   * appears whole or not at all: a failure of the body or of storage leaves nothing at `key` (an S3 multipart
+   * upload is aborted, a temporary file removed). An error of the body itself is thrown as it is; storage's own,
+   * as StorageErrors. Unlike `put`, S3 records no size with an object of several parts: `exists` does not count it,
+   * and nothing looks such objects up.
+   */
+  putStream(key: string, body: AsyncIterable<Buffer | string>, contentType: string): Promise<PutResult>;
   /** Read back (for manifests and tests); undefined if missing. */
   get(key: string): Promise<Buffer | undefined>;
   /**
@@ -101,6 +109,28 @@ export async function checkRoundTrip(storage: Storage, tries = 3): Promise<void>
     }
     await new Promise((resolve) => setTimeout(resolve, 50 + Math.random() * 200));
   }
+}
+
+/**
+ * The body in pieces of at least `bytes` (the last one may be shorter; an empty body is one empty piece), so that
+ * a body of many small chunks costs few writes or parts, and memory holds one piece.
+ */
+export async function* piecesOf(body: AsyncIterable<Buffer | string>, bytes: number): AsyncGenerator<Buffer> {
+  let held: Buffer[] = [];
+  let size = 0;
+  let any = false;
+  for await (const chunk of body) {
+    const buffer = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    held.push(buffer);
+    size += buffer.length;
+    if (size >= bytes) {
+      any = true;
+      yield Buffer.concat(held, size);
+      held = [];
+      size = 0;
+    }
+  }
+  if (size > 0 || !any) yield Buffer.concat(held, size);
 }
 
 /** Refuse any key that is not a plain relative path inside the root. */

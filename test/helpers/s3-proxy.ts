@@ -12,12 +12,15 @@ export interface RefusingProxy {
   refuse: Set<string>;
   /** Requests refused so far. */
   refused: number;
+  /** Every request seen, as `METHOD /path?query`, to tell which S3 operations a client used. */
+  seen: string[];
   close(): Promise<void>;
 }
 
 export async function refusingProxy(target: string): Promise<RefusingProxy> {
   const upstream = new URL(target);
   const server = createServer((req, res) => {
+    proxy.seen.push(`${req.method} ${req.url}`);
     if (proxy.refuse.has(req.method ?? '')) {
       proxy.refused++;
       req.resume().on('end', () => {
@@ -52,6 +55,7 @@ export async function refusingProxy(target: string): Promise<RefusingProxy> {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     refuse: new Set(),
     refused: 0,
+    seen: [],
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections();
