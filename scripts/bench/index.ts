@@ -1,11 +1,14 @@
 /**
- * `npm run bench [-- --quick] [-- --out DIR]`: how close to WeChat's cap the workers run, and what the pipeline
+ * `npm run bench [-- --quick] [-- --out DIR] [-- --only SECTIONS]`: how close to WeChat's cap the workers run, and what the pipeline
  * costs beside it, measured in one run on this machine against a private redis-server, the mock WeChat API and
  * s3rver. Prints each figure beside its target and its baseline and writes `results.json` and
  * `cap-utilisation.png` (into `bench/`, or a temporary folder for `--quick`, a ~1 minute smoke run).
+ * `--only tokens,headroom` runs those sections alone (of cap, headroom, enqueue, tokens) and replaces their
+ * figures in the folder's existing `results.json`, keeping the others; `measuredAt` and `loadAverageAtStart` say
+ * when each section was measured and how busy the machine was then.
  * A benchmark reports; it asserts nothing.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -47,10 +50,24 @@ const QUICK: Plan = {
   tokens: { processes: 8, concurrency: 8, codes: 50 },
 };
 
+const SECTIONS = ['cap', 'headroom', 'enqueue', 'tokens'] as const;
+type Section = (typeof SECTIONS)[number];
+
 const { values: flags } = parseArgs({
-  options: { quick: { type: 'boolean', default: false }, out: { type: 'string' } },
+  options: {
+    quick: { type: 'boolean', default: false },
+    out: { type: 'string' },
+    only: { type: 'string' },
+  },
 });
 const plan = flags.quick ? QUICK : FULL;
+const names = flags.only?.split(',').map((name) => name.trim()) ?? [...SECTIONS];
+const unknown = names.filter((name) => !(SECTIONS as readonly string[]).includes(name));
+if (unknown.length > 0) {
+  throw new Error(`--only: unknown section ${unknown.join(', ')} (of ${SECTIONS.join(', ')})`);
+}
+const only = names as Section[];
+const runs = (section: Section) => only.includes(section);
 const out = path.resolve(
   flags.out ??
     (flags.quick
@@ -81,43 +98,72 @@ try {
     mock,
     tmp,
   };
-  const capRuns = await capUtilisation(bench, plan.cap, log);
-  const headroom = await pipelineHeadroom(bench, plan.headroom, log);
-  const tokens = await tokenStampede(bench, plan.tokens, log);
-  const enqueue = await enqueueAtScale(bench, plan.enqueueRows, log);
+  const capRuns = runs('cap') ? await capUtilisation(bench, plan.cap, log) : undefined;
+  const measured: Partial<Record<Section, unknown>> = {
+    cap: capRuns?.map((run) => run.result),
+    headroom: runs('headroom') ? await pipelineHeadroom(bench, plan.headroom, log) : undefined,
+    tokens: runs('tokens') ? await tokenStampede(bench, plan.tokens, log) : undefined,
+    enqueue: runs('enqueue') ? await enqueueAtScale(bench, plan.enqueueRows, log) : undefined,
+  };
 
-  const cap = capRuns.map((run) => run.result);
-  const table = benchTable({ cap, headroom, enqueue, tokens });
   const redisVersion = /^redis_version:(.+)$/m.exec(await bench.redis.info('server'))?.[1]?.trim();
   mkdirSync(out, { recursive: true });
+  const file = path.join(out, 'results.json');
+  // A partial run keeps the other sections' figures from the last run into the same folder.
+  const previous =
+    only.length < SECTIONS.length && existsSync(file)
+      ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>)
+      : {};
+  const now = new Date().toISOString();
+  const sections = Object.fromEntries(SECTIONS.map((s) => [s, runs(s) ? measured[s] : previous[s]]));
+  const measuredAt = {
+    ...Object.fromEntries(SECTIONS.map((s) => [s, previous.generatedAt])),
+    ...(previous.measuredAt as Record<string, string> | undefined),
+    ...Object.fromEntries(only.map((s) => [s, now])),
+  };
+  const previousMachine = previous.machine as { loadAverageAtStart?: number } | undefined;
+  const loadAverageAtStart = {
+    ...Object.fromEntries(SECTIONS.map((s) => [s, previousMachine?.loadAverageAtStart])),
+    ...(previous.loadAverageAtStart as Record<string, number> | undefined),
+    ...Object.fromEntries(only.map((s) => [s, loadAtStart])),
+  };
+  const complete = SECTIONS.every((s) => sections[s] !== undefined);
+  let table: ReturnType<typeof benchTable> | undefined;
+  try {
+    if (complete) table = benchTable(sections as Parameters<typeof benchTable>[0]);
+  } catch (err) {
+    // Sections kept from an older run may lack a figure the table now shows: rerun them to get it.
+    log(`no table: the figures kept from the last run do not fit it (${(err as Error).message})`);
+  }
   const results = {
-    generatedAt: new Date().toISOString(),
+    ...previous,
+    generatedAt: now,
     quick: flags.quick,
     seconds: Math.round((Date.now() - started) / 1000),
-    machine: {
-      cpus: os.cpus().length,
-      cpu: os.cpus()[0]?.model,
-      node: process.version,
-      redis: redisVersion,
-      loadAverageAtStart: loadAtStart,
-    },
+    ...(only.length < SECTIONS.length ? { only } : { only: undefined }),
+    measuredAt,
+    loadAverageAtStart,
+    machine: { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, node: process.version, redis: redisVersion },
     table,
-    cap,
-    headroom,
-    enqueue,
-    tokens,
+    ...sections,
   };
-  writeFileSync(path.join(out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
-  drawCapChart(
-    path.join(out, 'cap-utilisation.png'),
-    capRuns.map((run) => ({
-      title: `${run.result.rate} x${run.result.workers}`,
-      times: run.times,
-      rate: run.rate,
-    })),
-  );
-  printTable(table);
-  log(`wrote ${path.join(out, 'results.json')} and cap-utilisation.png`);
+  writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
+  if (capRuns) {
+    drawCapChart(
+      path.join(out, 'cap-utilisation.png'),
+      capRuns.map((run) => ({
+        title: `${run.result.rate} x${run.result.workers}`,
+        times: run.times,
+        rate: run.rate,
+      })),
+    );
+  }
+  if (table) printTable(table);
+  else
+    process.stdout.write(
+      `${JSON.stringify(Object.fromEntries(only.map((s) => [s, measured[s]])), null, 2)}\n`,
+    );
+  log(`wrote ${file}${capRuns ? ' and cap-utilisation.png' : ''}`);
 } finally {
   bench?.redis.disconnect();
   await bench?.mock.stop();

@@ -217,21 +217,78 @@ export async function startWorkers(
 
 const CHILD = path.join(import.meta.dirname, 'child.ts');
 
+function forkChild(script: string, args: string[]): ChildProcess {
+  return fork(script, args, { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+}
+
 /** Run one task of tasks.ts in a forked child and return what it reports. */
 export function runChild<T>(task: ChildTask): Promise<T> {
-  const child = fork(CHILD, [JSON.stringify(task)], {
-    execArgv: ['--import', 'tsx'],
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-  });
+  return runFleet<T>([task]).then(([result]) => result!);
+}
+
+/**
+ * Run tasks in forked children at once: tasks that wait for a signal (see child.ts) are all sent `go` in the
+ * same instant, once every child has said it is ready. Resolves with each child's report, in order.
+ */
+export async function runFleet<T>(tasks: ChildTask[]): Promise<T[]> {
+  const children = tasks.map((task) => forkChild(CHILD, [JSON.stringify(task)]));
+  let readyCount = 0;
+  const results = children.map(
+    (child, i) =>
+      new Promise<T>((resolve, reject) => {
+        const lastWords = tail(child);
+        let result: T | undefined;
+        child.on('message', (message: { ready?: true; result?: T }) => {
+          if (message.result !== undefined) result = message.result;
+          if (message.ready && ++readyCount === children.length) {
+            for (const c of children) c.send('go');
+          }
+        });
+        child.once('exit', (code) => {
+          if (code === 0 && result !== undefined) resolve(result);
+          else reject(new Error(`bench task ${tasks[i]!.name} exited with code ${code}: ${lastWords()}`));
+        });
+      }),
+  );
+  try {
+    return await Promise.all(results);
+  } catch (err) {
+    for (const child of children) child.kill('SIGTERM');
+    await Promise.all(children.map(exited));
+    throw err;
+  }
+}
+
+/** s3rver (test-support/s3.ts) in a process of its own, so that its CPU time can be read apart. */
+export interface S3Process {
+  bucket: string;
+  /** Settings for loadConfig(): endpoint, path style and s3rver's credentials. */
+  env: Record<string, string>;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+export async function startS3Process(): Promise<S3Process> {
+  const child = forkChild(path.join(import.meta.dirname, 's3-server.ts'), []);
   const lastWords = tail(child);
-  return new Promise<T>((resolve, reject) => {
-    let result: T | undefined;
-    child.on('message', (message) => {
-      result = message as T;
+  const started = await new Promise<{ bucket: string; env: Record<string, string> }>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`s3rver did not start: ${lastWords()}`)), 30_000);
+    child.once('message', (message) => {
+      clearTimeout(timer);
+      resolve(message as { bucket: string; env: Record<string, string> });
     });
     child.once('exit', (code) => {
-      if (code === 0 && result !== undefined) resolve(result);
-      else reject(new Error(`bench task ${task.name} exited with code ${code}: ${lastWords()}`));
+      clearTimeout(timer);
+      reject(new Error(`s3rver exited with code ${code} before it was ready: ${lastWords()}`));
     });
   });
+  return {
+    ...started,
+    pid: child.pid!,
+    async stop() {
+      // Disconnecting the IPC channel tells it to close the server and remove its folder.
+      if (child.connected) child.disconnect();
+      await exited(child);
+    },
+  };
 }

@@ -1,13 +1,14 @@
 /**
  * What the forked children of a benchmark do (child.ts runs one), and the workload every section shares: the
  * code options and the scenes. A child reports its own wall time, CPU time and peak RSS, so neither the parent's
- * bookkeeping nor the in-process s3rver is counted against it. Modules only one task needs are imported by
+ * bookkeeping nor s3rver is counted against it. Modules only one task needs are imported by
  * that task, so a child's peak RSS holds what its task loads and no more.
  */
 import { readFileSync } from 'node:fs';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { jobsFor, openQueue, queueName } from '../../src/campaign/queue.js';
+import type { TokenMode } from '../../src/config.js';
 import { type CodeOptions, codeOptions, MIN_WIDTH, requestBody } from '../../src/wechat/params.js';
 
 /**
@@ -47,7 +48,23 @@ export type ChildTask =
     }
   | { name: 'noop'; redisUrl: string; prefix: string; appid: string; count: number; concurrency: number }
   | { name: 'enqueue'; redisUrl: string; prefix: string; appid: string; campaign: string; csv: string }
-  | { name: 'addBulk'; redisUrl: string; prefix: string; appid: string; campaign: string; count: number };
+  | { name: 'addBulk'; redisUrl: string; prefix: string; appid: string; campaign: string; count: number }
+  | {
+      name: 'token';
+      redisUrl: string;
+      /** The provider's cache prefix: a process of its own, or one prefix for the whole fleet. */
+      prefix: string;
+      wechatUrl: string;
+      secret: string;
+      /** The apps this process needs a token of, at once. `check`: use the token once, refetch if refused. */
+      apps: { appid: string; mode: TokenMode; check: boolean }[];
+    };
+
+/** What a `token` child ended with: each app's token, and the errcodes its one code call was answered with. */
+export interface TokenTaskResult {
+  tokens: Record<string, string>;
+  refused: Record<string, number | undefined>;
+}
 
 export interface TaskResult {
   count: number;
@@ -189,8 +206,79 @@ async function addBulk(t: Extract<ChildTask, { name: 'addBulk' }>): Promise<Task
   }
 }
 
-export function runTask(task: ChildTask): Promise<TaskResult> {
+/** The errcode WeChat answers a code call made with `token`, or undefined when it sends the image. */
+export async function codeCallErrcode(wechatUrl: string, token: string): Promise<number | undefined> {
+  const url = new URL(`${wechatUrl.replace(/\/+$/, '')}/wxa/getwxacodeunlimit`);
+  url.searchParams.set('access_token', token);
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(requestBody(CODE_OPTIONS, sceneOf(0))),
+  });
+  const body = Buffer.from(await res.arrayBuffer());
+  if (!res.headers.get('content-type')?.includes('json')) return undefined;
+  return (JSON.parse(body.toString('utf8')) as { errcode?: number }).errcode || undefined;
+}
+
+/**
+ * One process of a fleet that starts at once: a TokenProvider of its own (its own Redis connection and HTTP
+ * pool, as in a worker), then, at the fleet's signal, a token of every app at the same moment. An app to `check`
+ * has its token used once: refused (the cache held a token WeChat expired), it is invalidated and fetched again.
+ */
+async function token(
+  t: Extract<ChildTask, { name: 'token' }>,
+  ready: () => Promise<void>,
+): Promise<TokenTaskResult> {
+  const { Secret } = await import('../../src/config.js');
+  const { TokenProvider } = await import('../../src/wechat/token.js');
+  const redis = new Redis(t.redisUrl, { maxRetriesPerRequest: null });
+  const modes = [...new Set(t.apps.map((app) => app.mode))];
+  const providers = new Map(
+    modes.map((mode) => [
+      mode,
+      new TokenProvider({
+        redis,
+        prefix: t.prefix,
+        apps: new Map(t.apps.filter((a) => a.mode === mode).map((a) => [a.appid, new Secret(t.secret)])),
+        mode,
+        baseUrl: t.wechatUrl,
+      }),
+    ]),
+  );
+  const result: TokenTaskResult = { tokens: {}, refused: {} };
+  try {
+    await redis.ping();
+    await ready();
+    await Promise.all(
+      t.apps.map(async ({ appid, mode, check }) => {
+        const provider = providers.get(mode)!;
+        let value = await provider.get(appid);
+        if (check) {
+          const errcode = await codeCallErrcode(t.wechatUrl, value);
+          result.refused[appid] = errcode;
+          if (errcode === 40001 || errcode === 40014 || errcode === 42001) {
+            await provider.invalidate(appid, value);
+            value = await provider.get(appid);
+          }
+        }
+        result.tokens[appid] = value;
+      }),
+    );
+    return result;
+  } finally {
+    await Promise.all([...providers.values()].map((p) => p.close()));
+    redis.disconnect();
+  }
+}
+
+/** `ready` resolves when the parent says go; only tasks that must start together with others wait for it. */
+export function runTask(
+  task: ChildTask,
+  ready: () => Promise<void> = async () => undefined,
+): Promise<TaskResult | TokenTaskResult> {
   switch (task.name) {
+    case 'token':
+      return token(task, ready);
     case 'put':
       return put(task);
     case 'noop':
