@@ -47,11 +47,11 @@ export function formatManifestRow(meta: CampaignMeta, row: ManifestRow, format: 
 }
 
 /** Where a manifest's rows come from: the store, or anything that reads rows the same way (the bench). */
-export type RowSource = Pick<CampaignStore, 'rows'>;
+export type ManifestSource = Pick<CampaignStore, 'rows'>;
 
 /** The campaign's rows with their status; key and URL only where a code is stored. */
 export async function* manifestRows(
-  store: RowSource,
+  store: ManifestSource,
   storage: Storage,
   meta: CampaignMeta,
 ): AsyncGenerator<ManifestRow> {
@@ -74,7 +74,7 @@ export async function* manifestRows(
  * that composing the manifest of millions of rows holds one piece, never the whole text.
  */
 export async function* manifestText(
-  store: RowSource,
+  store: ManifestSource,
   storage: Storage,
   meta: CampaignMeta,
   format: ManifestFormat,
@@ -94,7 +94,7 @@ export async function* manifestText(
 
 /** Write the whole manifest as text, a row at a time. */
 export async function writeManifestTo(
-  store: RowSource,
+  store: ManifestSource,
   storage: Storage,
   meta: CampaignMeta,
   format: ManifestFormat,
