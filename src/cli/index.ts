@@ -14,6 +14,7 @@ import { ServiceError, UsageError } from './context.js';
 import { registerDemoCommand } from './demo.js';
 import { registerMockServer } from './mock-server.js';
 import { registerRunCommand } from './run.js';
+import { registerServeCommand } from './serve.js';
 import { registerWatchCommand } from './watch.js';
 import { registerWorkerCommand } from './worker.js';
 
@@ -56,6 +57,7 @@ export function buildProgram(): Command {
   registerWatchCommand(program);
   registerWorkerCommand(program);
   registerMockServer(program);
+  registerServeCommand(program);
   program.showHelpAfterError(`(run "wxacode --help" for usage)`);
   for (const command of program.commands) {
     command.showHelpAfterError(`(run "wxacode ${command.name()} --help" for usage)`);
