@@ -262,7 +262,8 @@ describe('accepted', () => {
     const result = await runCli(['enqueue', crlf, '--campaign', 'crlf'], { env });
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toBe(
-      'campaign crlf: enqueued 3, duplicates 0, invalid 0; 3 rows in the campaign (active)\n',
+      'campaign crlf: enqueued 3, duplicates 0, invalid 0; 3 rows in the campaign (active)\n' +
+        `app ${CHAOS_APPID}: 3 codes queued, about 1 s at 5000/60s (codes already stored take no call)\n`,
     );
     const rows: string[] = [];
     for await (const batch of new CampaignStore(redis, prefix).rows('crlf'))
@@ -280,7 +281,8 @@ describe('accepted', () => {
     const result = await runCli(['enqueue', empty, '--campaign', 'empty'], { env });
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toBe(
-      'campaign empty: enqueued 0, duplicates 0, invalid 0; 0 rows in the campaign (completed)\n',
+      'campaign empty: enqueued 0, duplicates 0, invalid 0; 0 rows in the campaign (completed)\n' +
+        `app ${CHAOS_APPID}: 0 codes queued, about 0 s at 5000/60s (codes already stored take no call)\n`,
     );
     const queue = openQueue(redis, prefix, CHAOS_APPID);
     expect(await queue.count()).toBe(0);

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { codeOptions } from '../../src/wechat/params.js';
 import { waitFor } from '../../test-support/wait.js';
-import { CHAOS_APPID, ChaosRig, WorkerFleet } from '../helpers/chaos.js';
+import { byScale, CHAOS_APPID, ChaosRig, report, WorkerFleet } from '../helpers/chaos.js';
 
 /** The workers' cap: calls about 300 ms apart, and a back-off of a tenth of the window, 3 s. */
 const WORKER_RATE = { count: 100, durationMs: 30_000 };
@@ -27,7 +27,7 @@ afterAll(async () => {
 it('pauses every worker process of the app after one of them receives 45009', async () => {
   const prefix = rig.prefix();
   const options = codeOptions({ kind: 'unlimited' });
-  const scenes = Array.from({ length: 30 }, (_, i) => `backoff-${i}`);
+  const scenes = Array.from({ length: byScale(30, 200) }, (_, i) => `backoff-${i}`);
   const fleet = new WorkerFleet(rig.env(prefix), ['worker', '--concurrency', '4', '--metrics-port', '0']);
   await fleet.start(2);
   const times = await fleet.during(async () => {
@@ -55,4 +55,12 @@ it('pauses every worker process of the app after one of them receives 45009', as
     duringBackoff.map((t) => t - refusedAt),
     'calls (ms after the first 45009) made by either process while the app was backed off',
   ).toEqual([]);
+  const resumedAt = times.find((t) => t > refusedAt + GRACE_MS)!;
+  report('rate-limit-backoff', {
+    workers: 2,
+    backoffMs: BACKOFF_MS,
+    callsInGrace: times.filter((t) => t > refusedAt && t <= refusedAt + GRACE_MS).length,
+    callsDuringBackoff: duringBackoff.length,
+    pauseSeenMs: resumedAt - refusedAt,
+  });
 });

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { campaignStatus } from '../../src/campaign/operations.js';
 import { codeOptions } from '../../src/wechat/params.js';
 import { waitFor } from '../../test-support/wait.js';
-import { ChaosRig, WorkerFleet } from '../helpers/chaos.js';
+import { byScale, ChaosRig, report, WorkerFleet } from '../helpers/chaos.js';
 
 let rig: ChaosRig;
 
@@ -24,8 +24,10 @@ it('stops a campaign whose record is corrupt, names why, and keeps working for t
   const prefix = rig.prefix();
   const store = rig.store(prefix);
   const options = codeOptions({ kind: 'unlimited', width: 280 });
+  const rows = byScale(20, 200);
+  const healthy = Array.from({ length: rows }, (_, i) => `healthy-${i}`);
   await rig.enqueue(prefix, 'broken', options, ['broken-1', 'broken-2', 'broken-3']);
-  await rig.enqueue(prefix, 'healthy', options, ['healthy-1', 'healthy-2', 'healthy-3']);
+  await rig.enqueue(prefix, 'healthy', options, healthy);
   await rig.redis.hset(`${prefix}:campaign:broken`, 'options', '{"kind":"unlimited",');
 
   const fleet = new WorkerFleet(rig.env(prefix), ['worker', '--concurrency', '2']);
@@ -42,4 +44,7 @@ it('stops a campaign whose record is corrupt, names why, and keeps working for t
   expect(meta.stopErrcode).toBe('-2');
   expect(meta.stopErrmsg).toMatch(/^the record of campaign broken is corrupt \(.+\); delete it/);
   expect(fleet.output).not.toContain('unexpected error');
+  const account = await rig.audit(prefix, 'healthy', options, healthy);
+  expect(account).toMatchObject({ rows, done: rows, failed: 0, lost: 0 });
+  report('corrupt-record', { ...account, brokenStoppedWith: meta.stopErrcode });
 }, 90_000);

@@ -9,7 +9,7 @@ import { CodeWorker } from '../../src/campaign/worker.js';
 import { codeOptions } from '../../src/wechat/params.js';
 import { runCli } from '../../test-support/cli.js';
 import { waitFor } from '../../test-support/wait.js';
-import { CHAOS_APPID, ChaosRig } from '../helpers/chaos.js';
+import { byScale, CHAOS_APPID, ChaosRig, report } from '../helpers/chaos.js';
 import { type RefusingProxy, refusingProxy } from '../helpers/s3-proxy.js';
 
 let rig: ChaosRig;
@@ -29,10 +29,12 @@ it('pauses a campaign whose lookups storage refuses, with the reason in status, 
   const prefix = rig.prefix();
   const store = rig.store(prefix);
   const options = codeOptions({ kind: 'unlimited', width: 280 });
-  const values = Array.from({ length: 30 }, (_, i) => `lookup-${i}`);
+  const rows = byScale(30, 300);
+  const values = Array.from({ length: rows }, (_, i) => `lookup-${i}`);
   await rig.enqueue(prefix, 'lookups', options, values);
   rig.mock.reset();
   const config = rig.config(prefix, { S3_ENDPOINT: proxy.url });
+  let pausedAt = 0;
   const worker = await CodeWorker.start({ config, concurrency: 2 });
   try {
     await waitFor('some codes stored', async () => (await store.get('lookups'))!.done >= 3);
@@ -46,9 +48,9 @@ it('pauses a campaign whose lookups storage refuses, with the reason in status, 
     expect(paused.stopped?.errmsg).toContain(`s3://${rig.s3.bucket}/${prefix}`);
     expect(paused.stopped?.errmsg).toContain('wxacode retry');
     expect(paused.failed).toBe(0);
-    const callsWhenPaused = rig.mock.stats(CHAOS_APPID).codeCalls;
     // Nothing is called for rows storage could not look up.
-    expect(callsWhenPaused).toBe(paused.done);
+    expect(rig.mock.stats(CHAOS_APPID).codeCalls).toBe(paused.done);
+    pausedAt = paused.done;
 
     proxy.refuse.clear();
     await retryCampaign(store, rig.redis, 'lookups');
@@ -61,8 +63,10 @@ it('pauses a campaign whose lookups storage refuses, with the reason in status, 
     proxy.refuse.clear();
     await worker.close();
   }
-  expect(await rig.audit(prefix, 'lookups', options, values)).toMatchObject({ done: 30, failed: 0, lost: 0 });
-  expect(rig.mock.stats(CHAOS_APPID).images).toBe(30);
+  const account = await rig.audit(prefix, 'lookups', options, values);
+  expect(account).toMatchObject({ rows, done: rows, failed: 0, lost: 0 });
+  expect(rig.mock.stats(CHAOS_APPID).images).toBe(rows);
+  report('storage-lookup-refused', { ...account, pausedAfterDone: pausedAt });
 }, 120_000);
 
 it('refuses to start a worker, and `run`, on storage that cannot look a code up', async () => {
