@@ -1,7 +1,8 @@
 /**
  * Parameter rules of the three code endpoints (docs/wechat-api.md, "Parameters").
- * Enqueue-time validation, the client and the mock server all use these, so a row that passes here is
- * one WeChat accepts, and a person gets the same message before spending a call as after.
+ * Enqueue-time validation and the client use these, so a row that passes here is one WeChat accepts, and a person
+ * gets the same message before spending a call as after. The mock server reads requests by its own rules
+ * (mock/requests.ts), written apart from these, so that a wrong rule here is caught rather than agreed with.
  */
 
 export const KINDS = ['unlimited', 'code', 'qrcode'] as const;
