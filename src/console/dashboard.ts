@@ -267,6 +267,12 @@ export const DASHBOARD_JS = `'use strict';
     return svg;
   }
 
+  function historySpan(history) {
+    if (history.length < 2) return 'moments';
+    var seconds = Math.round((Date.parse(history[history.length - 1].at) - Date.parse(history[0].at)) / 1000);
+    return seconds < 120 ? seconds + ' s' : Math.round(seconds / 60) + ' min';
+  }
+
   function appCard(a) {
     var cap = a.rate.count;
     var use = cap === 0 ? 0 : Math.min(100, (a.window.calls / cap) * 100);
@@ -282,7 +288,7 @@ export const DASHBOARD_JS = `'use strict';
         el('span', {}, [el('b', { text: fmt(a.queue.active) }), document.createTextNode(' active')]),
         el('span', {}, [el('b', { text: fmt(a.queue.delayed) }), document.createTextNode(' delayed')]),
       ]),
-      el('div', { class: 'muted', text: 'calls in the window, last ' + Math.max(1, Math.round(a.window.history.length * 5 / 60)) + ' min' }),
+      el('div', { class: 'muted', text: 'calls in the window over the last ' + historySpan(a.window.history) }),
       spark(a.window.history, cap),
     ]);
     if (a.backedOffMs > 0) {
