@@ -110,12 +110,13 @@ describe.skipIf(!available)('dashboard in Chromium', () => {
       // Mid-way, if the page catches it there: a screenshot with a partial bar (not asserted: timing).
       await page
         .waitForFunction(
-          (sel) => {
-            const text = document.querySelector(`${sel} [data-testid="percent"]`)?.textContent ?? '';
+          // Runs in the page (a string: this project's TypeScript has no DOM types).
+          `(() => {
+            const text = document.querySelector('${card} [data-testid="percent"]')?.textContent ?? '';
             const n = Number.parseInt(text, 10);
             return n > 5 && n < 90;
-          },
-          card,
+          })()`,
+          undefined,
           { timeout: 8000, polling: 100 },
         )
         .then(() => page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-progress.png'), fullPage: true }))
