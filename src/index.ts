@@ -1,6 +1,7 @@
 /**
  * The library API: anything the CLI does, an admin script can do with these (see scripts/admin-example.ts).
  */
+export * from './campaign/ledger.js';
 export * from './campaign/manifest.js';
 export * from './campaign/operations.js';
 export * from './campaign/producer.js';

@@ -9,6 +9,7 @@
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { QuotaLedger } from './campaign/ledger.js';
 import { openQueue } from './campaign/queue.js';
 import { stashBytes } from './campaign/stash.js';
 import { storageTrouble } from './campaign/storage-gate.js';
@@ -64,6 +65,9 @@ export class WorkerMetrics {
   readonly #redisUp: Gauge;
   readonly #storageRefusing: Gauge;
   readonly #stashBytes: Gauge;
+  readonly #ledger: QuotaLedger;
+  readonly #acUsed: Gauge<'appid'>;
+  readonly #bToday: Gauge<'appid'>;
 
   constructor(options: WorkerMetricsOptions) {
     this.#o = options;
@@ -153,6 +157,17 @@ export class WorkerMetrics {
       'Bytes of generated images held in Redis until storage takes them (bounded by WXACODE_STASH_MAX_MB)',
       [],
     );
+    this.#ledger = new QuotaLedger(options.redis, options.prefix);
+    this.#acUsed = gauge(
+      'wxacode_ac_codes_used',
+      "A + C codes the app has used of WeChat's lifetime 100 000: counted by this deployment plus declared",
+      ['appid'],
+    );
+    this.#bToday = gauge(
+      'wxacode_b_calls_today',
+      'B calls WeChat answered with an image today (Beijing day), counted by this deployment',
+      ['appid'],
+    );
     this.#redisUp = gauge(
       'wxacode_redis_up',
       'Whether this scrape could read the queues and campaigns from Redis',
@@ -196,12 +211,13 @@ export class WorkerMetrics {
     this.#campaignRows.reset();
     this.#campaignState.reset();
     try {
-      const [queues, campaigns, trouble, stashed] = await within(
+      const [queues, campaigns, trouble, stashed, usages] = await within(
         Promise.all([
           this.#queueCounts(),
           this.#openCampaigns(),
           storageTrouble(this.#store.redis, this.#store.prefix),
           stashBytes(this.#store.redis, this.#store.prefix),
+          Promise.all(this.#o.apps.map((appid) => this.#ledger.usage(appid))),
         ]),
         this.#o.redisTimeoutMs ?? 2000,
         'reading the queues and campaigns from Redis',
@@ -217,6 +233,10 @@ export class WorkerMetrics {
       }
       this.#storageRefusing.set(trouble ? 1 : 0);
       this.#stashBytes.set(stashed);
+      for (const u of usages) {
+        this.#acUsed.set({ appid: u.appid }, u.ac.used);
+        this.#bToday.set({ appid: u.appid }, u.b.today);
+      }
       this.#redisUp.set(1);
     } catch (err) {
       // The counters are still worth serving: report Redis as down rather than failing the whole scrape.

@@ -5,7 +5,7 @@
  * - `…:ac`            set of the A and C codes generated here: an 11-character hash of each object key, added
  *                     when WeChat answered with an image. Its size is the count (SADD answers 1 only for a new
  *                     member, so two workers racing on one row count it once). At most 100 000 members, about
- *                     7 MB, since WeChat refuses the 100 001st.
+ *                     5.6 MB (56 bytes a code), since WeChat refuses the 100 001st.
  * - `…` (a hash)      `acDeclared`: codes made outside this deployment (`wxacode quota set`), `acDeclaredAt`;
  *                     `seen45029At`, `seen45029Errmsg`: when WeChat last said the A + C total is reached.
  * - `…:b:<day>`       B images on a Beijing day (WeChat's day), kept 8 days.

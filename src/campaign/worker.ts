@@ -32,6 +32,7 @@ import {
 } from './policy.js';
 import { type CodeJobData, openQueue, retryDelay } from './queue.js';
 import { Reconciler } from './reconcile.js';
+import { QuotaLedger } from './ledger.js';
 import { ImageStash } from './stash.js';
 import { StorageGate } from './storage-gate.js';
 import { type CampaignMeta, CampaignStore } from './store.js';
@@ -105,6 +106,7 @@ export class CodeWorker {
   /** Campaign options and app never change after creation: each is read once. Only found ones are kept. */
   readonly #campaigns = new Map<string, CampaignMeta>();
   readonly #stash: ImageStash;
+  readonly #ledger: QuotaLedger;
   readonly #gate: StorageGate;
   #reconciler: Reconciler | undefined;
   #closing: Promise<void> | undefined;
@@ -126,6 +128,7 @@ export class CodeWorker {
     this.#storage = storage;
     this.#lifecycle = new CampaignLifecycle(this.#store, storage, this.#logger);
     this.#stash = new ImageStash(this.#connection, config.prefix, config.stashMaxBytes);
+    this.#ledger = new QuotaLedger(this.#connection, config.prefix);
     this.#gate = new StorageGate({
       storage,
       stash: this.#stash,
@@ -168,6 +171,7 @@ export class CodeWorker {
       connection: worker.#connection,
       apps,
       intervalMs: options.reconcileIntervalMs,
+      retentionMs: config.retentionMs,
       logger: worker.#logger,
     });
     return worker;
@@ -259,6 +263,8 @@ export class CodeWorker {
 
     const stashed = await this.#stash.get(key);
     const image = stashed ?? (await this.#generate(appid, meta, value, job));
+    // Counted before the upload: the quota is spent once WeChat answered, whatever storage does with the image.
+    if (!stashed) await this.#ledger.count(appid, meta.kind, key);
     await this.#upload(key, image, stashed !== undefined);
     await this.#lifecycle.settleRow(campaign, value, { status: 'done' });
     return 'generated';
@@ -342,6 +348,7 @@ export class CodeWorker {
         break;
       case 'stop-ac':
         await this.#store.stopApp(appid, 'acQuota', decision.errcode, decision.errmsg);
+        await this.#ledger.saw45029(appid, decision.errmsg);
         await this.#stopCampaign(meta ?? { id: campaign, appid }, decision.errcode, decision.errmsg);
         break;
       case 'stop-campaign':

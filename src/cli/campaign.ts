@@ -5,6 +5,7 @@ import { createWriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import { type Command, Option } from 'commander';
 import type { Redis } from 'ioredis';
+import { type AcPlan, acQuotaPrecheck, describeAcPlan, QuotaLedger } from '../campaign/ledger.js';
 import { type ManifestFormat, writeManifestTo } from '../campaign/manifest.js';
 import {
   allCampaignStatuses,
@@ -31,6 +32,7 @@ import {
   type Rgb,
 } from '../wechat/params.js';
 import { cliConfig, connectRedis, parseInteger, ServiceError, UsageError } from './context.js';
+import { queuedTime } from './quota.js';
 
 export interface CodeFlags {
   kind: Kind;
@@ -49,6 +51,7 @@ export interface EnqueueFlags extends CodeFlags {
   format?: SourceFormat;
   column?: string;
   skipInvalid?: boolean;
+  allowOverQuota?: boolean;
 }
 
 function parseColor(text: string): Rgb {
@@ -104,13 +107,22 @@ export function addEnqueueOptions(command: Command): Command {
       ),
     )
     .option('--column <name>', 'CSV column or JSONL field holding the value (default scene, or path for A/C)')
-    .option('--skip-invalid', 'enqueue the valid rows even when some are invalid');
+    .option('--skip-invalid', 'enqueue the valid rows even when some are invalid')
+    .option(
+      '--allow-over-quota',
+      'A/C: enqueue even when the app has fewer codes left than the campaign needs',
+    );
 }
 
-export function printEnqueueResult(result: EnqueueResult): void {
+/** An enqueue's result with what it will spend: A + C codes against what is left, or B time at the cap. */
+export interface EnqueueReport extends EnqueueResult {
+  quota?: string;
+}
+
+export function printEnqueueResult(result: EnqueueReport): void {
   process.stdout.write(
     `campaign ${result.campaign}: enqueued ${result.enqueued}, duplicates ${result.duplicates}, invalid ${result.invalid}; ` +
-      `${result.total} rows in the campaign (${result.state})\n`,
+      `${result.total} rows in the campaign (${result.state})\n${result.quota ? `${result.quota}\n` : ''}`,
   );
 }
 
@@ -134,12 +146,23 @@ export async function enqueueFromFlags(
   input: string,
   flags: EnqueueFlags,
   { options, appid }: EnqueueTarget = enqueueTargetFromFlags(config, flags),
-): Promise<EnqueueResult> {
+): Promise<EnqueueReport> {
   // Storage is contacted only when the campaign is complete at once (its manifest is written then), so a
   // storage outage does not stop an admin machine from queueing work.
   const storage = createStorage(config);
+  let plan: AcPlan | undefined;
+  const precheck = acQuotaPrecheck(new QuotaLedger(redis, config.prefix), flags.campaign, appid, options, {
+    allowOver: flags.allowOverQuota,
+    onPlan: (p) => {
+      plan = p;
+      if (p.over)
+        process.stderr.write(
+          `warning: campaign ${flags.campaign} ${describeAcPlan(p)}; it will stop with 45029 when they run out\n`,
+        );
+    },
+  });
   try {
-    return await enqueueCampaign({
+    const result = await enqueueCampaign({
       redis,
       prefix: config.prefix,
       campaign: flags.campaign,
@@ -150,9 +173,12 @@ export async function enqueueFromFlags(
       column: flags.column,
       skipInvalid: flags.skipInvalid,
       storage,
+      precheck,
       onInvalid: ({ line, problem }) =>
         process.stderr.write(`${input === '-' ? 'stdin' : input}:${line}: ${problem}\n`),
     });
+    const quota = plan ? `A + C codes: ${describeAcPlan(plan)}` : await queuedTime(config, redis, appid);
+    return { ...result, quota };
   } finally {
     await storage.close();
   }
@@ -165,6 +191,9 @@ function formatStatus(s: CampaignStatus): string {
     `  ${s.done} done, ${s.failed} failed, ${s.pending} pending of ${s.total}`,
   ];
   if (s.stopped) lines.push(`  stopped by errcode ${s.stopped.errcode}: ${s.stopped.errmsg}`);
+  if (s.stopped?.errcode === 45029) {
+    lines.push(`  the app's lifetime A + C codes ran out with ${s.pending} of its ${s.total} rows left`);
+  }
   if (s.waitingOnStorage) {
     const w = s.waitingOnStorage;
     lines.push(`  waiting on storage since ${w.since}: ${w.error}`);

@@ -49,9 +49,9 @@ export async function queuedTime(config: Config, redis: Redis, appid: string): P
     const counts = await queue.getJobCounts('waiting', 'prioritized', 'delayed', 'active');
     const jobs = Object.values(counts).reduce((sum, n) => sum + n, 0);
     const rate = config.rateLimit;
-    const minutes = Math.ceil((jobs * rate.durationMs) / rate.count / 60_000);
+    const seconds = Math.ceil((jobs * rate.durationMs) / rate.count / 1000);
     return (
-      `app ${appid}: ${formatCount(jobs)} codes queued, about ${formatDuration(minutes)} at ${formatRateLimit(rate)} ` +
+      `app ${appid}: ${formatCount(jobs)} codes queued, about ${formatDuration(seconds)} at ${formatRateLimit(rate)} ` +
       '(codes already stored take no call)'
     );
   } finally {
@@ -59,10 +59,11 @@ export async function queuedTime(config: Config, redis: Redis, appid: string): P
   }
 }
 
-function formatDuration(minutes: number): string {
+function formatDuration(seconds: number): string {
+  if (seconds < 60) return `${seconds} s`;
+  const minutes = Math.ceil(seconds / 60);
   if (minutes < 60) return `${minutes} min`;
-  const h = Math.floor(minutes / 60);
-  return `${h} h ${minutes % 60} min`;
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 
 export function registerQuotaCommand(program: Command): void {

@@ -88,7 +88,8 @@ describe('a campaign through the CLI', () => {
     const scenes = ['done-a', 'done-b', 'done-c'];
     const file = await input('done.csv', `scene\n${scenes.join('\n')}\n`);
     expect(await cli('enqueue', file, '--campaign', 'done', '--width', '300')).toBe(
-      'campaign done: enqueued 3, duplicates 0, invalid 0; 3 rows in the campaign (active)\n',
+      'campaign done: enqueued 3, duplicates 0, invalid 0; 3 rows in the campaign (active)\n' +
+        `app ${APPID}: 3 codes queued, about 1 s at 100/1s (codes already stored take no call)\n`,
     );
     expect(await statusJson('done')).toMatchObject({
       campaign: 'done',
