@@ -60,6 +60,8 @@ export interface Config {
   storage: StorageTarget;
   publicBaseUrl?: string;
   s3: S3Settings;
+  /** How long a completed campaign's Redis records are kept; undefined: forever. */
+  retentionMs?: number;
 }
 
 /** The settings this module reads, documented in the README's configuration table. */
@@ -76,6 +78,7 @@ export const SETTINGS = [
   'WXACODE_STASH_MAX_MB',
   'WXACODE_STORAGE',
   'WXACODE_PUBLIC_BASE_URL',
+  'WXACODE_RETENTION',
   'S3_ENDPOINT',
   'S3_FORCE_PATH_STYLE',
   'AWS_REGION',
@@ -127,6 +130,17 @@ export function formatRateLimit(rate: RateLimit): string {
   return rate.durationMs % 1000 === 0
     ? `${rate.count}/${rate.durationMs / 1000}s`
     : `${rate.count}/${rate.durationMs}ms`;
+}
+
+const RETENTION_UNITS: Record<string, number> = { ...DURATION_UNITS, d: 86_400_000 };
+
+/** `90d`, `12h`, `30m`, `45s`, `500ms` → milliseconds; `forever` → Infinity. */
+export function parseRetention(text: string): number | undefined {
+  if (/^\s*forever\s*$/i.test(text)) return Number.POSITIVE_INFINITY;
+  const match = /^\s*(\d+)\s*(ms|s|m|min|h|d)\s*$/.exec(text);
+  if (!match) return undefined;
+  const ms = Number(match[1]) * RETENTION_UNITS[match[2]!]!;
+  return Number.isSafeInteger(ms) && ms >= 1 ? ms : undefined;
 }
 
 /** `s3://bucket/prefix`, `file:///abs/dir` or a folder path (relative to `cwd`). */
@@ -363,6 +377,14 @@ export function loadConfig(
     );
   }
 
+  const retention = s.WXACODE_RETENTION === undefined ? undefined : parseRetention(s.WXACODE_RETENTION);
+  if (s.WXACODE_RETENTION !== undefined && retention === undefined) {
+    bad(
+      'WXACODE_RETENTION',
+      `"${s.WXACODE_RETENTION}" is not a duration like 90d, 12h or 30m (or "forever")`,
+    );
+  }
+
   const apps = collectApps(s, problems);
 
   if (problems.length > 0) throw new ConfigError(problems);
@@ -386,6 +408,7 @@ export function loadConfig(
           ? { accessKeyId: s.AWS_ACCESS_KEY_ID, secretAccessKey: new Secret(s.AWS_SECRET_ACCESS_KEY) }
           : undefined,
     },
+    retentionMs: retention === Number.POSITIVE_INFINITY ? undefined : retention,
   };
 }
 

@@ -34,6 +34,18 @@ describe('loadConfig', () => {
     expect(parseRateLimit('5000 per minute')).toBeUndefined();
   });
 
+  it('keeps campaigns forever unless WXACODE_RETENTION says how long', () => {
+    expect(loadConfig({}).retentionMs).toBeUndefined();
+    expect(loadConfig({ WXACODE_RETENTION: 'forever' }).retentionMs).toBeUndefined();
+    expect(loadConfig({ WXACODE_RETENTION: '90d' }).retentionMs).toBe(90 * 86_400_000);
+    expect(loadConfig({ WXACODE_RETENTION: '12h' }).retentionMs).toBe(12 * 3_600_000);
+    expect(loadConfig({ WXACODE_RETENTION: ' 30m ' }).retentionMs).toBe(30 * 60_000);
+    expect(loadConfig({ WXACODE_RETENTION: '500ms' }).retentionMs).toBe(500);
+    for (const bad of ['0d', '1.5d', '90', 'd', '-1h', '1w']) {
+      expect(() => loadConfig({ WXACODE_RETENTION: bad }), bad).toThrow(/^WXACODE_RETENTION: /);
+    }
+  });
+
   it('parses storage targets', () => {
     expect(loadConfig({ WXACODE_STORAGE: 's3://codes/campaigns/2026/' }).storage).toEqual({
       type: 's3',

@@ -1,13 +1,14 @@
 /** Operations on existing campaigns: status and retry. The CLI is a thin shell over these. */
-import type { ConnectionOptions } from 'bullmq';
+import type { ConnectionOptions, Queue } from 'bullmq';
 import type { Storage } from '../storage/index.js';
 import { CampaignLifecycle } from './lifecycle.js';
-import { jobsFor, openQueue } from './queue.js';
+import { jobId, jobsFor, openQueue } from './queue.js';
 import { type StorageTrouble, storageTrouble } from './storage-gate.js';
 import {
   type CampaignMeta,
   type CampaignState,
   type CampaignStore,
+  DELETE_RESULT,
   producerLease,
   type StopReason,
 } from './store.js';
@@ -159,4 +160,115 @@ export async function retryCampaign(
   const finished = await lifecycle.finishEnqueue(campaign, lease.id);
   const manifestStored = finished.manifestKey ?? (await lifecycle.ensureManifest(campaign));
   return { campaign, requeued, resumedFrom: stopOf(meta.stop), manifestStored };
+}
+
+/** What `wxacode campaigns` lists: a line per campaign. */
+export interface CampaignSummary {
+  campaign: string;
+  appid: string;
+  kind: CampaignMeta['kind'];
+  state: CampaignState;
+  total: number;
+  done: number;
+  failed: number;
+  pending: number;
+  createdAt: string;
+  completedAt?: string;
+  /** Seconds since it was created. */
+  ageSeconds: number;
+}
+
+export async function listCampaigns(store: CampaignStore, now = Date.now()): Promise<CampaignSummary[]> {
+  const summaries: CampaignSummary[] = [];
+  for (const id of await store.list()) {
+    const meta = await store.get(id);
+    if (!meta) continue;
+    summaries.push({
+      campaign: meta.id,
+      appid: meta.appid,
+      kind: meta.kind,
+      state: meta.state,
+      total: meta.total,
+      done: meta.done,
+      failed: meta.failed,
+      pending: meta.total - meta.done - meta.failed,
+      createdAt: iso(meta.createdAt),
+      completedAt: meta.state === 'completed' && meta.completedAt ? iso(meta.completedAt) : undefined,
+      ageSeconds: Math.max(0, Math.floor((now - meta.createdAt) / 1000)),
+    });
+  }
+  return summaries;
+}
+
+/** The campaign is enqueuing or active: deleting it would pull its records from under its producers and workers. */
+export class CampaignBusyError extends Error {
+  override readonly name = 'CampaignBusyError';
+  constructor(
+    readonly campaign: string,
+    readonly state: CampaignState,
+  ) {
+    super(
+      `campaign ${campaign} is ${state}: wait until it completes or stops (\`wxacode status ${campaign}\`), or pass --force`,
+    );
+  }
+}
+
+export interface DeleteResult {
+  campaign: string;
+  /** The state it had. */
+  state: CampaignState;
+  /** Rows whose records were dropped. */
+  rows: number;
+  /** Jobs of its rows still queued, removed. */
+  jobsRemoved: number;
+}
+
+/** The states a campaign may be deleted in unless forced: no producer or worker is counting on its records. */
+const SETTLED_STATES: CampaignState[] = ['completed', 'stopped'];
+const ALL_STATES: CampaignState[] = ['enqueuing', 'active', 'stopped', 'completed'];
+
+/**
+ * Remove the jobs of a campaign's unsettled rows from its app's queue, by their deterministic ids (one left
+ * locked by a worker finishes, and finds no row to record). Done rows have no job left to remove.
+ */
+export async function removeCampaignJobs(
+  queue: Queue,
+  store: CampaignStore,
+  campaign: string,
+): Promise<number> {
+  let removed = 0;
+  for await (const batch of store.rows(campaign)) {
+    const ids = batch.filter(({ row }) => row.status !== 'done').map(({ value }) => jobId(campaign, value));
+    const results = await Promise.all(ids.map((id) => queue.remove(id)));
+    removed += results.filter((n) => n === 1).length;
+  }
+  return removed;
+}
+
+/**
+ * Delete a campaign's records from Redis: its hash, rows, order, producers, its queued jobs and its entry in
+ * the campaigns index. Its codes and manifest in storage stay: other campaigns may share the codes. A campaign
+ * that is enqueuing or active is refused unless `force`.
+ */
+export async function deleteCampaign(
+  store: CampaignStore,
+  connection: ConnectionOptions,
+  campaign: string,
+  { force = false }: { force?: boolean } = {},
+): Promise<DeleteResult> {
+  const meta = await loadCampaign(store, campaign);
+  const states = force ? ALL_STATES : SETTLED_STATES;
+  if (!states.includes(meta.state)) throw new CampaignBusyError(campaign, meta.state);
+  const queue = openQueue(connection, store.prefix, meta.appid);
+  let jobsRemoved: number;
+  try {
+    jobsRemoved = await removeCampaignJobs(queue, store, campaign);
+  } finally {
+    await queue.close();
+  }
+  const outcome = await store.delete(campaign, states);
+  if (outcome === DELETE_RESULT.unknown) throw new UnknownCampaignError(campaign, store.prefix);
+  // A retry or an enqueue reopened it meanwhile: its rows are pending again, and the reconcile queues them.
+  if (outcome !== DELETE_RESULT.deleted) throw new CampaignBusyError(campaign, outcome as CampaignState);
+  return { campaign, state: meta.state, rows: meta.total, jobsRemoved };
 }

@@ -5,13 +5,15 @@
  * producer died after every row settled is completed by nothing else. So every interval one worker of the fleet
  * goes over the running campaigns of its apps: it completes those no producer holds open any more, and queues
  * again the pending rows of active ones that have no job. Deterministic job ids keep a row from being queued
- * twice: an add whose job exists is ignored.
+ * twice: an add whose job exists is ignored. With a retention, the same pass drops the records of the app's
+ * campaigns that completed longer ago than that.
  */
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { type Logger, silentLogger } from '../log.js';
 import type { CampaignLifecycle } from './lifecycle.js';
 import { type CodeJobData, jobId, jobsFor, openQueue } from './queue.js';
+import { DELETE_RESULT } from './store.js';
 
 export const RECONCILE_INTERVAL_MS = 60_000;
 
@@ -26,6 +28,8 @@ export interface ReconcilerOptions {
   apps: string[];
   /** Default RECONCILE_INTERVAL_MS. */
   intervalMs?: number;
+  /** WXACODE_RETENTION: how long a completed campaign's records stay in Redis; undefined, forever. */
+  retentionMs?: number;
   logger?: Logger;
 }
 
@@ -90,6 +94,7 @@ export class Reconciler {
     for (const id of await store.list()) {
       if (this.#closed) break;
       const state = await store.state(id);
+      if (state === 'completed' && this.#o.retentionMs !== undefined) await this.#expire(id, appid);
       if (state !== 'enqueuing' && state !== 'active') continue;
       const meta = await store.get(id);
       if (meta?.appid !== appid) continue;
@@ -98,6 +103,21 @@ export class Reconciler {
       if (settled === 'open' && (await store.state(id)) === 'active') {
         await this.#requeueOrphans(id, appid);
       }
+    }
+  }
+
+  /** A completed campaign has no jobs left: its records are all there is to drop. Storage keeps its files. */
+  async #expire(campaign: string, appid: string): Promise<void> {
+    const store = this.#o.lifecycle.store;
+    const retentionMs = this.#o.retentionMs!;
+    const meta = await store.get(campaign);
+    if (meta?.appid !== appid || Date.now() - (meta.completedAt ?? meta.createdAt) < retentionMs) return;
+    // Checked again inside Redis, by its clock: a retry may have reopened the campaign since.
+    if ((await store.delete(campaign, ['completed'], retentionMs)) === DELETE_RESULT.deleted) {
+      this.#logger.info(
+        { campaign, completedAt: meta.completedAt },
+        'dropped the records of a campaign past WXACODE_RETENTION',
+      );
     }
   }
 

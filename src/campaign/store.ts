@@ -38,6 +38,8 @@ export interface CampaignMeta {
   done: number;
   failed: number;
   createdAt: number;
+  /** When its last row settled with no producer left (a retry reopens it, and the next completion moves it). */
+  completedAt?: number;
   stop?: StopReason;
   manifestKey?: string;
 }
@@ -76,6 +78,9 @@ export const ROW_STATUS = { pending: 'p', done: 'd', failed: 'f' } as const;
 /** What addRows answers per value. */
 export const ADD_RESULT = { added: 1, alreadyPending: 0, alreadySettled: 2 } as const;
 
+/** What deleteCampaign.lua answers besides the state that kept a campaign. */
+export const DELETE_RESULT = { deleted: 'deleted', unknown: 'unknown', keptRecent: 'recent' } as const;
+
 /** What finishEnqueue and markRow answer: `completed` goes to the one caller that completed the campaign. */
 export const SETTLE_RESULT = { completed: 'completed', open: 'open', unknown: 'unknown' } as const;
 
@@ -104,6 +109,8 @@ const LUA_CONSTANTS = {
   COMPLETED: SETTLE_RESULT.completed,
   OPEN: SETTLE_RESULT.open,
   UNKNOWN: SETTLE_RESULT.unknown,
+  DELETED: DELETE_RESULT.deleted,
+  KEPT_RECENT: DELETE_RESULT.keptRecent,
 };
 
 const SCRIPTS = {
@@ -115,6 +122,7 @@ const SCRIPTS = {
   wxResumeCampaign: luaScript('resumeCampaign', 2),
   wxPendingWithoutJob: luaScript('pendingWithoutJob', 1, LUA_CONSTANTS),
   wxStopCampaign: luaScript('stopCampaign', 1),
+  wxDeleteCampaign: luaScript('deleteCampaign', 5, LUA_CONSTANTS),
 };
 
 function leaseArgs(lease: ProducerLease | undefined): [string, number] {
@@ -258,6 +266,7 @@ export class CampaignStore {
       done: Number(h.done),
       failed: Number(h.failed),
       createdAt: Number(h.createdAt),
+      completedAt: h.completedAt ? Number(h.completedAt) : undefined,
       stop: h.stopErrcode
         ? { errcode: Number(h.stopErrcode), errmsg: h.stopErrmsg ?? '', at: Number(h.stoppedAt) }
         : undefined,
@@ -267,6 +276,26 @@ export class CampaignStore {
 
   async setManifestKey(id: string, key: string): Promise<void> {
     await this.#redis.hset(this.#keys(id).meta, 'manifestKey', key);
+  }
+
+  /**
+   * Remove the campaign's records (its hash, rows, order, producers and its entry in the index) if its state is
+   * one of `states` and, with `completedMsAgo`, it completed at least that long ago by Redis's clock. Its jobs
+   * are the caller's (operations.ts), its codes and manifest in storage stay. Answers `deleted`, `unknown`,
+   * `recent`, or the state that kept it.
+   */
+  async delete(id: string, states: CampaignState[], completedMsAgo?: number): Promise<string> {
+    const k = this.#keys(id);
+    return (await this.#redis.wxDeleteCampaign(
+      k.meta,
+      k.rows,
+      k.order,
+      k.producers,
+      this.#key('campaigns'),
+      id,
+      states.join(','),
+      completedMsAgo === undefined ? '' : Math.floor(completedMsAgo),
+    )) as string;
   }
 
   /** Campaign ids, oldest first. */

@@ -10,6 +10,7 @@ import { ConfigError } from '../config.js';
 import { StorageError } from '../storage/index.js';
 import { isWechatError } from '../wechat/errors.js';
 import { registerCampaignCommands } from './campaign.js';
+import { registerCampaignsCommands } from './campaigns.js';
 import { ServiceError, UsageError } from './context.js';
 import { registerDemoCommand } from './demo.js';
 import { registerMockServer } from './mock-server.js';
@@ -54,6 +55,7 @@ export function buildProgram(): Command {
   registerDemoCommand(program);
   registerRunCommand(program);
   registerCampaignCommands(program);
+  registerCampaignsCommands(program);
   registerWatchCommand(program);
   registerWorkerCommand(program);
   registerMockServer(program);

@@ -186,6 +186,10 @@ describe('bad configuration: one line naming the setting, exit 2', () => {
       env: { WXACODE_PUBLIC_BASE_URL: 'cdn.example.com' },
       says: '"cdn.example.com" is not an http(s) URL',
     },
+    WXACODE_RETENTION: {
+      env: { WXACODE_RETENTION: '90 days' },
+      says: '"90 days" is not a duration like 90d, 12h or 30m (or "forever")',
+    },
     S3_ENDPOINT: { env: { S3_ENDPOINT: 'minio:9000' }, says: '"minio:9000" is not an http(s) URL' },
     S3_FORCE_PATH_STYLE: {
       env: { S3_FORCE_PATH_STYLE: 'maybe' },
