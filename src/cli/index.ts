@@ -14,6 +14,7 @@ import { registerCampaignsCommands } from './campaigns.js';
 import { ServiceError, UsageError } from './context.js';
 import { registerDemoCommand } from './demo.js';
 import { registerMockServer } from './mock-server.js';
+import { registerQuotaCommand } from './quota.js';
 import { registerRunCommand } from './run.js';
 import { registerServeCommand } from './serve.js';
 import { registerWatchCommand } from './watch.js';
@@ -57,6 +58,7 @@ export function buildProgram(): Command {
   registerCampaignCommands(program);
   registerCampaignsCommands(program);
   registerWatchCommand(program);
+  registerQuotaCommand(program);
   registerWorkerCommand(program);
   registerMockServer(program);
   registerServeCommand(program);
