@@ -687,6 +687,8 @@ export async function buildConsole(o: ConsoleOptions): Promise<Console> {
           input = path.join(dir!, 'upload');
           try {
             await spool(body as NodeJS.ReadableStream, input, uploadLimit);
+            // Read whole: the connection can serve the next request after all.
+            reply.removeHeader('Connection');
           } catch (err) {
             if (err instanceof PayloadTooLarge) {
               throw new ApiError(

@@ -150,6 +150,19 @@ describe.skipIf(!available)('dashboard in Chromium', () => {
       await page.getByText(`codes-${APPID}`).first().waitFor({ timeout: 15_000 });
       await page.screenshot({ path: path.join(ARTIFACTS, 'bull-board.png') });
       expect(problems).toEqual([]);
+      // What a browser was shown and sent: never a token of the console, the AppSecret or WeChat's access token.
+      const cachedEntry = await redis.get(`${prefix}:token:${APPID}`);
+      const accessToken = (JSON.parse(cachedEntry!) as { token: string }).token;
+      expect(accessToken.length).toBeGreaterThan(8);
+      const dashboardJson = await (
+        await fetch(`${server.url}/v1/dashboard`, { headers: { authorization: `Bearer ${READ_TOKEN}` } })
+      ).text();
+      await page.goto(`${server.url}/`);
+      await page.locator(card).waitFor();
+      const shownText = (await page.content()) + dashboardJson;
+      for (const secret of [READ_TOKEN, ADMIN_TOKEN, SECRET, accessToken]) {
+        expect(shownText).not.toContain(secret);
+      }
     },
   );
 });
