@@ -15,16 +15,15 @@ import { jobsFor, queueName } from '../../src/campaign/queue.js';
 import { CampaignStore } from '../../src/campaign/store.js';
 import { CodeWorker } from '../../src/campaign/worker.js';
 import { type Config, loadConfig } from '../../src/config.js';
-import { codeContent } from '../../src/mock/content.js';
 import { type MockServer, startMockServer } from '../../src/mock/server.js';
 import { createStorage, objectKey } from '../../src/storage/index.js';
-import { type CodeOptions, codeOptions, requestBody } from '../../src/wechat/params.js';
+import { type CodeOptions, codeOptions } from '../../src/wechat/params.js';
 import { spawnCli } from '../../test-support/cli.js';
 import { startS3, type TestS3 } from '../../test-support/s3.js';
 import { waitFor } from '../../test-support/wait.js';
 import { busiestWindow } from '../../test-support/windows.js';
 import { s3Keys, WorkerFleet } from '../helpers/chaos.js';
-import { decodeImage } from '../helpers/qr.js';
+import { decodeImage, expectedCodeText } from '../helpers/qr.js';
 import { connect, deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.js';
 
 const APPID = 'wxe2e0000000000001';
@@ -108,7 +107,7 @@ async function expectStoredCode(config: Config, options: CodeOptions, value: str
   const storage = createStorage(config);
   const body = await storage.get(objectKey({ appid: APPID, options, value }));
   expect(body, `stored image for ${value}`).toBeDefined();
-  expect(decodeImage(body!)).toBe(codeContent(APPID, options.kind, requestBody(options, value)));
+  expect(decodeImage(body!)).toBe(expectedCodeText(APPID, options, value));
   await storage.close();
 }
 

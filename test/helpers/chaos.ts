@@ -11,14 +11,13 @@ import { enqueueCampaign } from '../../src/campaign/producer.js';
 import { openQueue } from '../../src/campaign/queue.js';
 import { type CampaignMeta, CampaignStore, type RowStatus } from '../../src/campaign/store.js';
 import { type Config, formatRateLimit, loadConfig, type RateLimit } from '../../src/config.js';
-import { codeContent } from '../../src/mock/content.js';
 import { type MockOptions, type MockServer, startMockServer } from '../../src/mock/server.js';
 import { createStorage, objectKey, type Storage } from '../../src/storage/index.js';
-import { type CodeOptions, requestBody } from '../../src/wechat/params.js';
+import type { CodeOptions } from '../../src/wechat/params.js';
 import { spawnCli } from '../../test-support/cli.js';
 import { wxacodeEnv } from '../../test-support/env.js';
 import { startS3, type TestS3 } from '../../test-support/s3.js';
-import { decodeImage } from './qr.js';
+import { decodeImage, expectedCodeText } from './qr.js';
 import { connect, deletePrefix, testPrefix, testRedisUrl } from './redis.js';
 
 /** `CHAOS_SCALE=full` runs the long versions of the scenarios; the default is the short one CI runs. */
@@ -410,7 +409,7 @@ export async function auditCampaign(a: AuditInput): Promise<Account> {
       if (doneKeys.has(key)) problems.push(`rows share the key ${key}`);
       doneKeys.add(key);
       const body = images.has(key) ? await a.storage.get(key) : undefined;
-      const want = codeContent(a.appid, a.options.kind, requestBody(a.options, value));
+      const want = expectedCodeText(a.appid, a.options, value);
       const got = body && decodeImage(body);
       if (got !== want) {
         account.lost++;

@@ -77,3 +77,26 @@ export function colorDistance(
 ): number {
   return Math.max(Math.abs(a.r - b.r), Math.abs(a.g - b.g), Math.abs(a.b - b.b));
 }
+
+/**
+ * The text a mock code image holds, as the mock documents it (src/mock/content.ts, test/mock/codes.test.ts),
+ * written out here by hand so that no test takes its expectation from the code under test:
+ *
+ * - B (`unlimited`): `wxacode|<appid>|unlimited|page=<page, "" for the home page>|scene=<scene>|env=<env>`
+ * - A (`code`):      `wxacode|<appid>|code|path=<path>|env=<env>`
+ * - C (`qrcode`):    `wxacode|<appid>|qrcode|path=<path>` (C has no env)
+ *
+ * `value` is the row (the scene of B, the path of A and C); `env` is the campaign's env version, release when
+ * left out. Width and colours do not change the text.
+ */
+export function expectedCodeText(
+  appid: string,
+  code: { kind: 'unlimited' | 'code' | 'qrcode'; page?: string; envVersion?: string },
+  value: string,
+): string {
+  const env = code.envVersion ?? 'release';
+  if (code.kind === 'unlimited')
+    return `wxacode|${appid}|unlimited|page=${code.page ?? ''}|scene=${value}|env=${env}`;
+  if (code.kind === 'code') return `wxacode|${appid}|code|path=${value}|env=${env}`;
+  return `wxacode|${appid}|qrcode|path=${value}`;
+}
