@@ -1,13 +1,25 @@
-import { setTimeout as sleep } from 'node:timers/promises';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { type MockOptions, type MockServer, startMockServer } from '../../src/mock/server.js';
 import { decodeImage } from '../helpers/qr.js';
 import { APPID, call, classicToken, classicTokenUrl, code, errorOf, SECRET, stableToken } from './calls.js';
 
 const servers: MockServer[] = [];
 afterEach(async () => {
+  vi.useRealTimers();
   for (const server of servers.splice(0)) await server.close();
 });
+
+/**
+ * The mock dates tokens by Date.now() (it runs in this process): freeze that clock, so a token expires when the
+ * test moves the clock past its time and never because a busy machine was slow between two calls.
+ */
+function freezeClock(): void {
+  vi.useFakeTimers({ toFake: ['Date'] });
+}
+
+function advanceClock(ms: number): void {
+  vi.setSystemTime(Date.now() + ms);
+}
 
 async function mock(options: MockOptions = {}): Promise<MockServer> {
   const server = await startMockServer(options);
@@ -70,12 +82,16 @@ describe('classic tokens (/cgi-bin/token)', () => {
   });
 
   it('keeps the previous token working during the overlap, then answers 40001 for it', async () => {
-    const server = await mock({ classicOverlapSec: 0.4 });
+    freezeClock();
+    // About five minutes, as WeChat's.
+    const server = await mock({ classicOverlapSec: 300 });
     const old = await classicToken(server.url);
     const current = await classicToken(server.url);
     expect(await tokenOutcome(server.url, old)).toBe(0);
     expect(await tokenOutcome(server.url, current)).toBe(0);
-    await sleep(500);
+    advanceClock(299_000);
+    expect(await tokenOutcome(server.url, old)).toBe(0);
+    advanceClock(2_000);
     expect(await tokenOutcome(server.url, old)).toBe(40001);
     expect(await tokenOutcome(server.url, current)).toBe(0);
   });
@@ -91,36 +107,57 @@ describe('classic tokens (/cgi-bin/token)', () => {
   });
 
   it('answers 42001 once a token outlives tokenTtlSec', async () => {
-    const server = await mock({ tokenTtlSec: 0.3 });
+    freezeClock();
+    const server = await mock({ tokenTtlSec: 60 });
     const token = await classicToken(server.url);
     expect(await tokenOutcome(server.url, token)).toBe(0);
-    await sleep(400);
+    advanceClock(59_000);
+    expect(await tokenOutcome(server.url, token)).toBe(0);
+    advanceClock(2_000);
     expect(await tokenOutcome(server.url, token)).toBe(42001);
   });
 });
 
 describe('stable tokens (/cgi-bin/stable_token)', () => {
   it('returns the same token while it is valid, expires_in counting down', async () => {
-    const server = await mock({ tokenTtlSec: 4 });
+    freezeClock();
+    const server = await mock({ tokenTtlSec: 7200 });
     const first = await stable(server.url);
-    expect(first.expires_in).toBe(4);
-    await sleep(1100);
+    expect(first.expires_in).toBe(7200);
+    advanceClock(1_000_000);
     const second = await stable(server.url);
     expect(second.access_token).toBe(first.access_token);
-    expect(second.expires_in).toBeLessThanOrEqual(2);
+    expect(second.expires_in).toBe(6200);
     expect(server.stats().tokenCalls).toBe(2);
   });
 
   it('renews the token early (here half its 2 s life) while the old one lives out its time', async () => {
+    freezeClock();
     const server = await mock({ tokenTtlSec: 2 });
     const first = await stable(server.url);
-    await sleep(1100);
+    advanceClock(900);
+    expect((await stable(server.url)).access_token).toBe(first.access_token);
+    advanceClock(200);
     const renewed = await stable(server.url);
     expect(renewed.access_token).not.toBe(first.access_token);
     expect(renewed.expires_in).toBe(2);
     expect(await tokenOutcome(server.url, first.access_token!)).toBe(0);
-    await sleep(1000);
+    advanceClock(1000);
     expect(await tokenOutcome(server.url, first.access_token!)).toBe(42001);
+    expect(await tokenOutcome(server.url, renewed.access_token!)).toBe(0);
+  });
+
+  it("renews a token of 7200 s (WeChat's life) five minutes before it expires", async () => {
+    freezeClock();
+    const server = await mock({ tokenTtlSec: 7200 });
+    const first = await stable(server.url);
+    advanceClock(6_899_000);
+    expect(await stable(server.url)).toEqual({ access_token: first.access_token, expires_in: 301 });
+    advanceClock(2_000);
+    const renewed = await stable(server.url);
+    expect(renewed.access_token).not.toBe(first.access_token);
+    expect(renewed.expires_in).toBe(7200);
+    expect(await tokenOutcome(server.url, first.access_token!)).toBe(0);
   });
 
   it('checks grant_type, appid, secret and that the body is JSON', async () => {
@@ -137,7 +174,8 @@ describe('stable tokens (/cgi-bin/stable_token)', () => {
   });
 
   it('force_refresh retires the current token, at most once per interval (45011)', async () => {
-    const server = await mock({ forceRefreshIntervalSec: 0.4 });
+    freezeClock();
+    const server = await mock({ forceRefreshIntervalSec: 30 });
     const first = await stable(server.url);
     const forced = await stable(server.url, { force_refresh: true });
     expect(forced.access_token).not.toBe(first.access_token);
@@ -146,11 +184,13 @@ describe('stable tokens (/cgi-bin/stable_token)', () => {
 
     const tooSoon = await stable(server.url, { force_refresh: true });
     expect(tooSoon.errcode).toBe(45011);
-    expect(tooSoon.errmsg).toContain('once per 0.4 seconds');
+    expect(tooSoon.errmsg).toContain('once per 30 seconds');
     // A plain call still returns the token the accepted force issued.
     expect((await stable(server.url)).access_token).toBe(forced.access_token);
 
-    await sleep(450);
+    advanceClock(29_000);
+    expect((await stable(server.url, { force_refresh: true })).errcode).toBe(45011);
+    advanceClock(1_000);
     const again = await stable(server.url, { force_refresh: true });
     expect(again.access_token).toEqual(expect.any(String));
     expect(again.access_token).not.toBe(forced.access_token);

@@ -1,10 +1,9 @@
 /** The client and token provider against undici's MockAgent (WeChat) and the real test Redis (token cache). */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { inspect } from 'node:util';
 import { errors, MockAgent } from 'undici';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { Secret, type TokenMode } from '../../src/config.js';
 import { type CallInfo, WechatClient } from '../../src/wechat/client.js';
 import { TransientError, WechatError } from '../../src/wechat/errors.js';
@@ -284,21 +283,39 @@ describe('TokenProvider against MockAgent', () => {
   });
 
   it('keeps serving a valid token while its early refresh fails, until it expires', async () => {
-    const html = { status: 502, body: '<html>Bad Gateway</html>', contentType: 'text/html' };
-    const { tokens, seen } = setup({
-      // A 1 s token is due for refresh after half its life; then the token endpoint fails.
-      tokenReplies: [{ body: { access_token: 'SHORT', expires_in: 1 } }, html, html, html],
-      refreshAheadMs: 60_000,
-    });
-    expect(await tokens.get(APPID)).toBe('SHORT');
-    await sleep(600);
-    expect(await tokens.get(APPID)).toBe('SHORT');
-    expect(await tokens.get(APPID)).toBe('SHORT');
-    expect(seen.tokenRequests).toHaveLength(2);
-    await sleep(500);
-    await expect(tokens.get(APPID)).rejects.toThrow(
-      /access token request for wxclienttest00001 answered HTTP 502/,
-    );
+    // The provider dates tokens by Date.now(): a frozen clock the test moves, so the token expires when the test
+    // says and never because a busy machine was slow between two calls (Redis's own expiry of the cache key,
+    // 7200 s away in real time, plays no part).
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const advanceClock = (ms: number) => vi.setSystemTime(Date.now() + ms);
+    try {
+      const html = { status: 502, body: '<html>Bad Gateway</html>', contentType: 'text/html' };
+      const { tokens, seen } = setup({
+        // A 7200 s token is due for refresh 5 minutes before it expires; then the token endpoint fails.
+        tokenReplies: [{ body: { access_token: 'LONG', expires_in: 7200 } }, html, html, html],
+        refreshAheadMs: 300_000,
+      });
+      expect(await tokens.get(APPID)).toBe('LONG');
+      advanceClock(6_899_000);
+      expect(await tokens.get(APPID)).toBe('LONG');
+      expect(seen.tokenRequests).toHaveLength(1);
+      advanceClock(2_000);
+      // Due: the refresh fails, and the valid token serves on.
+      expect(await tokens.get(APPID)).toBe('LONG');
+      expect(await tokens.get(APPID)).toBe('LONG');
+      expect(seen.tokenRequests).toHaveLength(2);
+      // A second before it expires, a retried refresh fails too and it still serves.
+      advanceClock(298_000);
+      expect(await tokens.get(APPID)).toBe('LONG');
+      expect(seen.tokenRequests).toHaveLength(3);
+      advanceClock(1_000);
+      await expect(tokens.get(APPID)).rejects.toThrow(
+        /access token request for wxclienttest00001 answered HTTP 502/,
+      );
+      expect(seen.tokenRequests).toHaveLength(4);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('drops the cached token only when it still holds the rejected one', async () => {

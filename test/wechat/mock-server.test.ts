@@ -2,10 +2,9 @@
  * The client and shared tokens against the real mock WeChat server and the real test Redis. Each "process" is a
  * TokenProvider + WechatClient on its own ioredis connection, sharing one key prefix as a fleet does.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import { inspect } from 'node:util';
 import type { Redis } from 'ioredis';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { Secret, type TokenMode } from '../../src/config.js';
 import { type MockOptions, type MockServer, startMockServer } from '../../src/mock/server.js';
 import { WechatClient } from '../../src/wechat/client.js';
@@ -124,19 +123,40 @@ describe('WechatClient + TokenProvider against the mock server', () => {
   });
 
   it('refreshes a token ahead of its expiry with one call while the old one still serves', async () => {
-    const { mock, processes, prefix } = await fleet({ mock: { tokenTtlSec: 2 }, refreshAheadMs: 1000 });
-    const old = await processes[0]!.tokens.get(APPID);
-    await sleep(1100);
-    const got = await Promise.all(
-      processes.flatMap((p) => Array.from({ length: 10 }, () => p.tokens.get(APPID))),
-    );
-    expect(mock.stats(APPID).tokenCalls).toBe(2);
-    const renewed = JSON.parse((await admin.get(`${prefix}:token:${APPID}`))!).token;
-    expect(renewed).not.toBe(old);
-    expect(got.every((token) => token === old || token === renewed)).toBe(true);
-    await callsAtOnce(processes, 4);
-    expect(await processes[1]!.tokens.get(APPID)).toBe(renewed);
-    expect(mock.stats(APPID)).toMatchObject({ tokenCalls: 2, images: 4 });
+    // The mock and the providers both date tokens by Date.now() in this process: a frozen clock the test moves,
+    // so where a token stands in its life never depends on how fast a busy machine runs.
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const advanceClock = (ms: number) => vi.setSystemTime(Date.now() + ms);
+    try {
+      // WeChat's 7200 s; the providers refresh 5 minutes ahead, when the mock also renews a stable token.
+      const { mock, processes, prefix } = await fleet({
+        mock: { tokenTtlSec: 7200 },
+        refreshAheadMs: 300_000,
+      });
+      const old = await processes[0]!.tokens.get(APPID);
+      advanceClock(6_899_000);
+      expect(await processes[1]!.tokens.get(APPID)).toBe(old);
+      expect(mock.stats(APPID).tokenCalls).toBe(1);
+      advanceClock(2_000);
+      const got = await Promise.all(
+        processes.flatMap((p) => Array.from({ length: 10 }, () => p.tokens.get(APPID))),
+      );
+      expect(mock.stats(APPID).tokenCalls).toBe(2);
+      const renewed = JSON.parse((await admin.get(`${prefix}:token:${APPID}`))!).token;
+      expect(renewed).not.toBe(old);
+      expect(got.every((token) => token === old || token === renewed)).toBe(true);
+      await callsAtOnce(processes, 4);
+      expect(await processes[1]!.tokens.get(APPID)).toBe(renewed);
+      expect(mock.stats(APPID)).toMatchObject({ tokenCalls: 2, images: 4 });
+      // The old token lives out its time: WeChat still takes it 299 s before it expires.
+      const answer = await fetch(`${mock.url}/wxa/getwxacodeunlimit?access_token=${old}`, {
+        method: 'POST',
+        body: JSON.stringify({ scene: 'old-token' }),
+      });
+      expect(answer.headers.get('content-type')).toBe('image/jpeg');
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('in classic mode, refetches from /cgi-bin/token after a revocation', async () => {
