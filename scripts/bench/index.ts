@@ -19,6 +19,7 @@ import { type CapScenario, capUtilisation } from './cap.js';
 import { drawCapChart } from './chart.js';
 import { enqueueAtScale } from './enqueue.js';
 import { type HeadroomPlan, pipelineHeadroom } from './headroom.js';
+import { manifestAtScale } from './manifest.js';
 import { type Bench, startMock } from './services.js';
 import { benchTable, printTable } from './table.js';
 import { type TokensPlan, tokenStampede } from './tokens.js';
@@ -50,7 +51,7 @@ const QUICK: Plan = {
   tokens: { processes: 8, concurrency: 8, codes: 50 },
 };
 
-const SECTIONS = ['cap', 'headroom', 'enqueue', 'tokens'] as const;
+const SECTIONS = ['cap', 'headroom', 'enqueue', 'tokens', 'manifest'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const { values: flags } = parseArgs({
@@ -104,6 +105,7 @@ try {
     headroom: runs('headroom') ? await pipelineHeadroom(bench, plan.headroom, log) : undefined,
     tokens: runs('tokens') ? await tokenStampede(bench, plan.tokens, log) : undefined,
     enqueue: runs('enqueue') ? await enqueueAtScale(bench, plan.enqueueRows, log) : undefined,
+    manifest: runs('manifest') ? await manifestAtScale(bench, flags.quick, log) : undefined,
   };
 
   const redisVersion = /^redis_version:(.+)$/m.exec(await bench.redis.info('server'))?.[1]?.trim();

@@ -75,7 +75,7 @@ export class LocalStorage implements Storage {
   /** As `put`, the body written to the temporary file a piece at a time. */
   async putStream(
     key: string,
-    body: AsyncIterable<Buffer | string>,
+    body: AsyncIterable<Buffer | string> | Iterable<Buffer | string>,
     _contentType: string,
   ): Promise<PutResult> {
     const file = this.#file(key);

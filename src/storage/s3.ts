@@ -140,7 +140,7 @@ export class S3Storage implements Storage {
    */
   async putStream(
     key: string,
-    body: AsyncIterable<Buffer | string>,
+    body: AsyncIterable<Buffer | string> | Iterable<Buffer | string>,
     contentType: string,
   ): Promise<PutResult> {
     const params = this.#params(key);

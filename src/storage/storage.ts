@@ -27,7 +27,11 @@ export interface Storage {
    * as StorageErrors. Unlike `put`, S3 records no size with an object of several parts: `exists` does not count it,
    * and nothing looks such objects up.
    */
-  putStream(key: string, body: AsyncIterable<Buffer | string>, contentType: string): Promise<PutResult>;
+  putStream(
+    key: string,
+    body: AsyncIterable<Buffer | string> | Iterable<Buffer | string>,
+    contentType: string,
+  ): Promise<PutResult>;
   /** Read back (for manifests and tests); undefined if missing. */
   get(key: string): Promise<Buffer | undefined>;
   /**
@@ -115,7 +119,10 @@ export async function checkRoundTrip(storage: Storage, tries = 3): Promise<void>
  * The body in pieces of at least `bytes` (the last one may be shorter; an empty body is one empty piece), so that
  * a body of many small chunks costs few writes or parts, and memory holds one piece.
  */
-export async function* piecesOf(body: AsyncIterable<Buffer | string>, bytes: number): AsyncGenerator<Buffer> {
+export async function* piecesOf(
+  body: AsyncIterable<Buffer | string> | Iterable<Buffer | string>,
+  bytes: number,
+): AsyncGenerator<Buffer> {
   let held: Buffer[] = [];
   let size = 0;
   let any = false;

@@ -338,6 +338,9 @@ describe('the write check', () => {
       async get() {
         return reads++ < badReads ? stored.subarray(0, 3) : stored;
       },
+      putStream: async () => {
+        throw new Error('the write check never streams');
+      },
       checkWritable: async () => undefined,
       exists: async () => true,
       url: (key) => key,
