@@ -21,7 +21,7 @@ import { ADMIN_TOKEN, APPID, consoleConfig, consoleEnv, READ_TOKEN, SECRET, TOKE
 
 const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = path.resolve(import.meta.dirname, '../artifacts');
-const ROWS = 400;
+const ROWS = 150;
 const available = existsSync(CHROMIUM);
 if (!available) {
   if (process.env.CI || process.env.WXACODE_REQUIRE_BROWSER) {
@@ -51,7 +51,7 @@ describe.skipIf(!available)('dashboard in Chromium', () => {
     s3 = await startS3();
     mock = await startMockServer({ apps: { [APPID]: SECRET }, rateLimit: null });
     redis = connect();
-    // 100 calls a second: the 400 rows take about 4 s, long enough to see them progress.
+    // 150 rows at up to 100 calls a second: long enough to see them progress (about 10-15 s on two busy cores).
     config = consoleConfig(consoleEnv({ redisUrl: testRedisUrl(), prefix, mock, s3, rate: '100/1s' }));
     server = await startConsole({ config, tokens: TOKENS, sampleIntervalMs: 500 });
     const { chromium } = await import('playwright-core');
@@ -149,6 +149,38 @@ describe.skipIf(!available)('dashboard in Chromium', () => {
       await page.click('#queues-link');
       await page.getByText(`codes-${APPID}`).first().waitFor({ timeout: 15_000 });
       await page.screenshot({ path: path.join(ARTIFACTS, 'bull-board.png') });
+      // A stopped campaign with failed rows: the reason, who stopped it, and the failures by errcode with advice.
+      await worker.close();
+      worker = undefined;
+      const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'text/plain' };
+      const second = await fetch(`${server.url}/v1/campaigns?campaign=browser-stopped`, {
+        method: 'POST',
+        headers: admin,
+        body: 'x1\nx2\nx3\nx4\n',
+      });
+      expect(second.status).toBe(201);
+      const store = new CampaignStore(redis, prefix);
+      for (const value of ['x1', 'x2']) {
+        await store.markRow('browser-stopped', value, {
+          status: 'failed',
+          errcode: 41030,
+          errmsg: 'invalid page hint',
+        });
+      }
+      const stop = await fetch(`${server.url}/v1/campaigns/browser-stopped/stop`, {
+        method: 'POST',
+        headers: { ...admin, 'content-type': 'application/json' },
+        body: JSON.stringify({ reason: 'page not published' }),
+      });
+      expect(stop.status).toBe(200);
+      await page.goto(`${server.url}/`);
+      const stoppedCard = page.locator('[data-campaign="browser-stopped"]');
+      await stoppedCard.getByText('stopped by admin-bot: page not published').waitFor();
+      await stoppedCard.locator('[data-testid="failures"]', { hasText: 'publish the page' }).waitFor();
+      expect(await shown(page, '[data-campaign="browser-stopped"]', 'failed')).toBe(2);
+      expect(await shown(page, '[data-campaign="browser-stopped"]', 'pending')).toBe(2);
+      await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard-stopped.png'), fullPage: true });
+
       expect(problems).toEqual([]);
       // What a browser was shown and sent: never a token of the console, the AppSecret or WeChat's access token.
       const cachedEntry = await redis.get(`${prefix}:token:${APPID}`);
