@@ -163,6 +163,9 @@ export class S3Storage implements Storage {
           );
         }
         const upload = this.#uploadPart(key, UploadId!, number, piece);
+        // Handled from now: a part failing while the next is composed must not be an unhandled rejection,
+        // which would stop the process. It is thrown below, where the part is awaited.
+        upload.catch(() => undefined);
         try {
           if (number > 1) next = await pieces.next();
         } catch (err) {
