@@ -453,8 +453,10 @@ export function redactUrl(text: string): string {
   if (URL.canParse(text)) {
     const url = new URL(text);
     if (url.host !== '') {
+      // Shown as typed when there is nothing to hide: URL would add a slash the user never wrote.
+      if (!url.password && !url.username) return text;
       if (url.password) url.password = '***';
-      else if (url.username) url.username = '***';
+      else url.username = '***';
       return url.toString();
     }
   }
