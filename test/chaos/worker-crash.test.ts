@@ -1,14 +1,24 @@
 /**
  * Worker processes killed with SIGKILL at random moments of a campaign. Their jobs stay active with locks nobody
  * renews; BullMQ's stalled-job check (lockDuration 10 s, stalledInterval 5 s in CodeWorker) puts them back in
- * the queue, another worker takes them, and the campaign ends with every row accounted for.
+ * the queue, another worker takes them, and the campaign ends with every row accounted for. The fleet's workers
+ * are named after their processes, so the jobs a killed worker held are read from BullMQ (`processedBy`).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { QueueEvents } from 'bullmq';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { openQueue, queueName } from '../../src/campaign/queue.js';
 import { codeOptions } from '../../src/wechat/params.js';
-import { between, byScale, CHAOS_APPID, ChaosRig, report, settled, WorkerFleet } from '../helpers/chaos.js';
+import {
+  between,
+  byScale,
+  CHAOS_APPID,
+  ChaosRig,
+  fleetWorkerName,
+  report,
+  settled,
+  WorkerFleet,
+} from '../helpers/chaos.js';
 import { connect } from '../helpers/redis.js';
 
 const RATE = { count: 30, durationMs: 1000 };
@@ -16,8 +26,6 @@ const ROWS = byScale(600, 4000);
 const KILLS = byScale(4, 20);
 const LOCK_DURATION_MS = 10_000;
 const STALLED_INTERVAL_MS = 5_000;
-/** Well under the 5 s a killed worker's locks still live at least, so none of its jobs is back yet. */
-const SURVIVOR_JOBS_DONE_MS = 2000;
 
 let rig: ChaosRig;
 
@@ -44,33 +52,36 @@ it('loses no row when workers are killed at random moments, and stalled jobs com
   await events.waitUntilReady();
 
   const queue = openQueue(rig.redis, prefix, CHAOS_APPID);
-  const fleet = new WorkerFleet(rig.env(prefix), ['worker', '--concurrency', '8']);
+  const fleet = new WorkerFleet(rig.env(prefix), ['worker', '--concurrency', '8'], { named: true });
   await fleet.start(2);
-  const activeJobs = async () => new Set((await queue.getActive()).map((job) => job.id!));
   const kills: { at: number; whileActive: boolean; jobs: Set<string> }[] = [];
+  const cameBack = (kill: (typeof kills)[number], id: string) =>
+    stalled.find((s) => s.jobId === id && s.at >= kill.at);
   const account = await fleet.during(async () => {
     for (let k = 0; k < KILLS; k++) {
       // The victim has held jobs for a while; the moment within its work is random.
       await fleet.oldestWorkingFor(1000);
       await sleep(between(0, 1500));
-      const before = await activeJobs();
-      await fleet.killOldest();
-      const kill = {
-        at: Date.now(),
+      const victim = await fleet.killOldest();
+      const at = Date.now();
+      // A dead worker neither takes nor settles a job, and its jobs stay active until their locks expire (5 s
+      // at least): the active jobs it took are exactly the ones it held.
+      const held = (await queue.getActive()).filter((job) => job.processedBy === fleetWorkerName(victim));
+      kills.push({
+        at,
         whileActive: (await store.state('crash')) === 'active',
-        jobs: new Set<string>(),
-      };
-      kills.push(kill);
-      const replacement = fleet.spawn();
-      // The survivors finish their jobs of `before` within a second (one limiter slot each, a small upload);
-      // what is still active then and was no earlier victim's is the victim's, whose locks nobody renews.
-      await sleep(SURVIVOR_JOBS_DONE_MS);
-      for (const id of await activeJobs()) {
-        if (before.has(id) && !kills.some((other) => other.jobs.has(id))) kill.jobs.add(id);
-      }
-      await replacement;
+        jobs: new Set(held.map((job) => job.id!)),
+      });
+      await fleet.spawn();
     }
     await settled(store, 'crash');
+    // Every job a killed worker held came back through the stalled-job check (the event may trail the job).
+    await vi
+      .waitUntil(() => kills.every((kill) => [...kill.jobs].every((id) => cameBack(kill, id))), {
+        timeout: LOCK_DURATION_MS + 2 * STALLED_INTERVAL_MS,
+        interval: 100,
+      })
+      .catch(() => undefined);
     return rig.audit(prefix, 'crash', options, values);
   });
   await queue.close();
@@ -82,13 +93,18 @@ it('loses no row when workers are killed at random moments, and stalled jobs com
   // configuration sets (its lock expires, then the next check finds it), not BullMQ's default 30 s + 30 s. (A
   // kill can land while the app is backed off after a 45009 and its worker holds no job.)
   expect(kills.filter((kill) => kill.whileActive)).toHaveLength(KILLS);
-  expect(kills.filter((kill) => kill.jobs.size > 0).length).toBeGreaterThanOrEqual(KILLS / 2);
+  expect(
+    kills.filter((kill) => kill.jobs.size > 0).length,
+    `kills whose worker held jobs (by processedBy) of ${JSON.stringify(kills.map((kill) => kill.jobs.size))}`,
+  ).toBeGreaterThanOrEqual(KILLS / 2);
+  // Only the killed workers' jobs stalled: a live worker keeps its locks.
+  expect(stalled.filter(({ jobId }) => !kills.some((kill) => kill.jobs.has(jobId)))).toEqual([]);
   const recoveryMs = kills
     .filter((kill) => kill.jobs.size > 0)
     .map((kill) =>
       Math.max(
         ...[...kill.jobs].map((id) => {
-          const back = stalled.find((s) => s.jobId === id && s.at >= kill.at);
+          const back = cameBack(kill, id);
           expect(back, `job ${id} of a killed worker came back`).toBeDefined();
           return back!.at - kill.at;
         }),

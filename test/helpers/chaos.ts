@@ -3,7 +3,9 @@
  * a dump of every Redis value under a prefix, and the exact account every scenario ends with.
  */
 import type { ChildProcess } from 'node:child_process';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { pathToFileURL } from 'node:url';
 import { ListObjectsCommand } from '@aws-sdk/client-s3';
 import type { Redis } from 'ioredis';
 import { expect, vi } from 'vitest';
@@ -138,6 +140,17 @@ export class ChaosRig {
   }
 }
 
+/** Preloaded into the workers of a fleet built with `{ named: true }`: see test/helpers/worker-names.mjs. */
+const WORKER_NAMES_HOOK = pathToFileURL(path.join(import.meta.dirname, 'worker-names.mjs')).href;
+
+/**
+ * The BullMQ worker name of the fleet process `pid` when the fleet is built with `{ named: true }`: the
+ * `processedBy` of every job that process takes.
+ */
+export function fleetWorkerName(pid: number): string {
+  return `fleet-worker-${pid}`;
+}
+
 interface FleetMember {
   child: ChildProcess;
   /** When it logged "worker started"; rejects if it exits before. */
@@ -155,8 +168,16 @@ export class WorkerFleet {
   readonly #members: FleetMember[] = [];
   #output = '';
 
-  constructor(env: Record<string, string>, args: string[] = ['worker']) {
+  /**
+   * `named`: each worker's BullMQ workers carry fleetWorkerName(its pid), which BullMQ records on the jobs they
+   * take as `processedBy` (a test hook preloaded into the processes; the CLI itself names no worker).
+   */
+  constructor(env: Record<string, string>, args: string[] = ['worker'], options: { named?: boolean } = {}) {
     this.#env = { LOG_LEVEL: 'info', ...env };
+    if (options.named) {
+      const inherited = env.NODE_OPTIONS ?? process.env.NODE_OPTIONS;
+      this.#env.NODE_OPTIONS = `${inherited ? `${inherited} ` : ''}--import=${WORKER_NAMES_HOOK}`;
+    }
     this.#args = args;
   }
 
@@ -210,13 +231,14 @@ export class WorkerFleet {
     await sleep(Math.max(0, startedAt + ms - Date.now()));
   }
 
-  /** SIGKILL the oldest worker and wait until it is gone. */
-  async killOldest(): Promise<void> {
+  /** SIGKILL the oldest worker and wait until it is gone; its pid. */
+  async killOldest(): Promise<number> {
     const victim = this.#members[0]?.child;
     if (!victim) throw new Error('no worker is running');
     const gone = new Promise((resolve) => victim.once('close', resolve));
     victim.kill('SIGKILL');
     await gone;
+    return victim.pid!;
   }
 
   /**
