@@ -116,28 +116,32 @@ export async function checkRoundTrip(storage: Storage, tries = 3): Promise<void>
 }
 
 /**
- * The body in pieces of at least `bytes` (the last one may be shorter; an empty body is one empty piece), so that
- * a body of many small chunks costs few writes or parts, and memory holds one piece.
+ * The body in pieces of exactly `bytes` (the last one shorter; an empty body is one empty piece), each chunk copied
+ * once into the piece it falls in, so that a body of many small chunks costs few writes or parts and memory holds
+ * one piece being filled, with no concatenated copies.
  */
 export async function* piecesOf(
   body: AsyncIterable<Buffer | string> | Iterable<Buffer | string>,
   bytes: number,
 ): AsyncGenerator<Buffer> {
-  let held: Buffer[] = [];
+  let piece = Buffer.allocUnsafe(bytes);
   let size = 0;
-  let any = false;
+  let yielded = false;
   for await (const chunk of body) {
-    const buffer = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-    held.push(buffer);
-    size += buffer.length;
-    if (size >= bytes) {
-      any = true;
-      yield Buffer.concat(held, size);
-      held = [];
-      size = 0;
+    const data = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    for (let at = 0; at < data.length; ) {
+      const copied = data.copy(piece, size, at, Math.min(data.length, at + bytes - size));
+      size += copied;
+      at += copied;
+      if (size === bytes) {
+        yield piece;
+        yielded = true;
+        piece = Buffer.allocUnsafe(bytes);
+        size = 0;
+      }
     }
   }
-  if (size > 0 || !any) yield Buffer.concat(held, size);
+  if (size > 0 || !yielded) yield piece.subarray(0, size);
 }
 
 /** Refuse any key that is not a plain relative path inside the root. */
