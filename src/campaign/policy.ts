@@ -4,7 +4,7 @@
  * errcode table in `wechat/errors.ts` (docs/wechat-api.md, "Error codes"); the worker only carries decisions out.
  */
 import { isPermanentStorageError, StorageError } from '../storage/storage.js';
-import { isWechatError } from '../wechat/errors.js';
+import { isTransientError, isWechatError } from '../wechat/errors.js';
 import type { Kind } from '../wechat/params.js';
 import { StorageUnavailable } from './storage-gate.js';
 
@@ -143,4 +143,45 @@ export function outcomeOf(decision: Decision): JobOutcome | undefined {
     default:
       return undefined;
   }
+}
+
+/** What the worker logs about a decision, if anything: the rest is counted in the metrics. */
+export function logLineOf(
+  decision: Decision,
+  err: unknown,
+  storage: string,
+): { level: 'error' | 'warn'; message: string; fields: Record<string, unknown> } | undefined {
+  const message = (err as Error).message;
+  switch (decision.action) {
+    case 'stop-app':
+      return {
+        level: 'error',
+        message: `WeChat refused the app (errcode ${decision.errcode}: ${decision.errmsg}); this worker stops working for it`,
+        fields: { errcode: decision.errcode },
+      };
+    case 'back-off-app':
+      return {
+        level: 'warn',
+        message: 'WeChat rate limit hit: backing the app off',
+        fields: { backoffMs: decision.ms },
+      };
+    case 'delay':
+      return {
+        level: 'warn',
+        message: `${storage} failed; the job will be retried without using up an attempt`,
+        fields: { err: message, retryInMs: decision.ms },
+      };
+    case 'retry':
+      return isWechatError(err) || isTransientError(err)
+        ? undefined
+        : { level: 'warn', message: 'job failed unexpectedly; it will be retried', fields: { err: message } };
+    default:
+      return undefined;
+  }
+}
+
+/** How a failed row is counted in the metrics: its errcode, or what kind of fault it was. */
+export function failureLabel(err: unknown): string {
+  if (isWechatError(err)) return String(err.errcode);
+  return isTransientError(err) ? 'transient' : 'error';
 }
