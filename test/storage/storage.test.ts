@@ -1,7 +1,7 @@
 /** The same contract, run against S3 (s3rver over real HTTP) and a local folder. */
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -239,7 +239,8 @@ describe('S3 storage', () => {
         WXACODE_STORAGE: 's3://codes/p',
       }),
     );
-    const err = await storage.checkWritable().catch((e: unknown) => e);
+    // A PUT, not the start-up check: its first request is a HEAD, whose answer has no body to echo anything.
+    const err = await storage.put('a.jpg', Buffer.from('x'), 'image/jpeg').catch((e: unknown) => e);
     await storage.close();
     server.close();
     expect(err).toMatchObject({ name: 'StorageError', code: 'AccessDenied' });
@@ -297,14 +298,15 @@ describe('local storage', () => {
     expect((err as Error).message).toContain(dir);
   });
 
-  it.skipIf(process.getuid?.() === 0)('fails checkWritable on a read-only folder', async () => {
-    const dir = path.join(tmp, 'read-only');
-    await mkdir(dir, { mode: 0o500 });
+  // Not a chmod: root, which CI runs as, writes through any mode. A root that is a file refuses everyone.
+  it('fails checkWritable on a folder it cannot write, naming it and why', async () => {
+    const dir = path.join(tmp, 'not-a-folder');
+    await writeFile(dir, 'a file where the folder should be');
     const storage = createStorage({
       storage: { type: 'local', dir },
       s3: { forcePathStyle: false, region: 'x' },
     });
-    await expect(storage.checkWritable()).rejects.toMatchObject({ code: 'EACCES', target: dir });
+    await expect(storage.checkWritable()).rejects.toMatchObject({ code: 'EEXIST', target: dir });
   });
 
   it('leaves neither the file nor a temporary file when a write fails', async () => {
