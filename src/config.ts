@@ -104,6 +104,23 @@ export interface ConfigProblem {
   message: string;
 }
 
+/** The text of the file a setting names, or a problem naming the setting, the file and why it cannot be read. */
+export function readSettingFile(
+  setting: string,
+  file: string,
+  problems: ConfigProblem[],
+): string | undefined {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    problems.push({
+      setting,
+      message: `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+    });
+    return undefined;
+  }
+}
+
 /** One or more settings are wrong; `problems` names each. */
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -248,15 +265,7 @@ function collectApps(s: Settings, problems: ConfigProblem[]): Map<string, Secret
     for (const entry of parseApps(s.WECHAT_APPS, 'WECHAT_APPS', problems)) add(entry, 'WECHAT_APPS');
   }
   if (s.WECHAT_APPS_FILE) {
-    let text: string | undefined;
-    try {
-      text = readFileSync(s.WECHAT_APPS_FILE, 'utf8');
-    } catch (err) {
-      problems.push({
-        setting: 'WECHAT_APPS_FILE',
-        message: `cannot read ${s.WECHAT_APPS_FILE} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-      });
-    }
+    const text = readSettingFile('WECHAT_APPS_FILE', s.WECHAT_APPS_FILE, problems);
     if (text !== undefined) {
       for (const entry of parseApps(text, 'WECHAT_APPS_FILE', problems)) add(entry, 'WECHAT_APPS_FILE');
     }

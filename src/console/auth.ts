@@ -3,8 +3,7 @@
  * presented token is checked. Tokens are held as `Secret`s, so no log line or JSON ever shows one.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { ConfigError, type ConfigProblem, Secret } from '../config.js';
+import { ConfigError, type ConfigProblem, readSettingFile, Secret } from '../config.js';
 
 export const SCOPES = ['read', 'admin'] as const;
 export type Scope = (typeof SCOPES)[number];
@@ -71,15 +70,7 @@ export function loadConsoleSettings(env: NodeJS.ProcessEnv = process.env): Conso
     tokens.push(...parseTokens(env.WXACODE_API_TOKENS, 'WXACODE_API_TOKENS', problems));
   }
   if (env.WXACODE_API_TOKENS_FILE) {
-    let text: string | undefined;
-    try {
-      text = readFileSync(env.WXACODE_API_TOKENS_FILE, 'utf8');
-    } catch (err) {
-      problems.push({
-        setting: 'WXACODE_API_TOKENS_FILE',
-        message: `cannot read ${env.WXACODE_API_TOKENS_FILE} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
-      });
-    }
+    const text = readSettingFile('WXACODE_API_TOKENS_FILE', env.WXACODE_API_TOKENS_FILE, problems);
     if (text !== undefined) {
       for (const t of parseTokens(text, 'WXACODE_API_TOKENS_FILE', problems)) {
         if (tokens.some((o) => o.name === t.name)) {

@@ -12,6 +12,7 @@ import {
   piecesOf,
   type Storage,
   StorageError,
+  type StreamBody,
 } from './storage.js';
 
 /** Bytes per write of `putStream`: few system calls, little memory. */
@@ -73,11 +74,7 @@ export class LocalStorage implements Storage {
   }
 
   /** As `put`, the body written to the temporary file a piece at a time. */
-  async putStream(
-    key: string,
-    body: AsyncIterable<Buffer | string> | Iterable<Buffer | string>,
-    _contentType: string,
-  ): Promise<PutResult> {
+  async putStream(key: string, body: StreamBody, _contentType: string): Promise<PutResult> {
     const file = this.#file(key);
     const temp = path.join(path.dirname(file), `.${path.basename(file)}.${randomUUID().slice(0, 8)}.tmp`);
     await this.#attempt('write to', () =>

@@ -21,6 +21,7 @@ import {
   piecesOf,
   type Storage,
   StorageError,
+  type StreamBody,
 } from './storage.js';
 
 /** x-amz-meta-wxacode-size: the body's length, to tell a complete object from a cut-off upload. */
@@ -138,11 +139,7 @@ export class S3Storage implements Storage {
    * A body that fits in one part is one `put`. A longer one is a multipart upload: each part is uploaded while the
    * next is composed, and the upload is aborted on any failure, so its parts are not left billed in the bucket.
    */
-  async putStream(
-    key: string,
-    body: AsyncIterable<Buffer | string> | Iterable<Buffer | string>,
-    contentType: string,
-  ): Promise<PutResult> {
+  async putStream(key: string, body: StreamBody, contentType: string): Promise<PutResult> {
     const params = this.#params(key);
     const pieces = piecesOf(body, this.#partBytes);
     const first = await pieces.next();

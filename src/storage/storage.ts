@@ -1,5 +1,8 @@
 /** The one interface both backends (S3 and a local folder) implement, and what they share. */
 
+/** A body written a piece at a time (`putStream`): a manifest of any size in constant memory. */
+export type StreamBody = AsyncIterable<Buffer | string> | Iterable<Buffer | string>;
+
 export interface PutResult {
   /** The relative key, as given to `put`. */
   key: string;
@@ -27,11 +30,7 @@ export interface Storage {
    * as StorageErrors. Unlike `put`, S3 records no size with an object of several parts: `exists` does not count it,
    * and nothing looks such objects up.
    */
-  putStream(
-    key: string,
-    body: AsyncIterable<Buffer | string> | Iterable<Buffer | string>,
-    contentType: string,
-  ): Promise<PutResult>;
+  putStream(key: string, body: StreamBody, contentType: string): Promise<PutResult>;
   /** Read back (for manifests and tests); undefined if missing. */
   get(key: string): Promise<Buffer | undefined>;
   /**
@@ -120,10 +119,7 @@ export async function checkRoundTrip(storage: Storage, tries = 3): Promise<void>
  * once into the piece it falls in, so that a body of many small chunks costs few writes or parts and memory holds
  * one piece being filled, with no concatenated copies.
  */
-export async function* piecesOf(
-  body: AsyncIterable<Buffer | string> | Iterable<Buffer | string>,
-  bytes: number,
-): AsyncGenerator<Buffer> {
+export async function* piecesOf(body: StreamBody, bytes: number): AsyncGenerator<Buffer> {
   let piece = Buffer.allocUnsafe(bytes);
   let size = 0;
   let yielded = false;
