@@ -68,6 +68,7 @@ describe('admin endpoints under /__mock/', () => {
         maxInWindow: 0,
         tokenCalls: 0,
         forcedRefreshes: 0,
+        acUsed: 0,
         errors: {},
         faults: {},
         callTimes: [],
