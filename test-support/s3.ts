@@ -1,5 +1,6 @@
 /** An in-process S3 server (s3rver) on a free port, with one bucket, for tests that need real S3 HTTP. */
 import { mkdtempSync } from 'node:fs';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -58,7 +59,11 @@ export async function startS3(bucket = 'codes'): Promise<TestS3> {
       removeDir(dir);
     },
     async pause() {
-      await server.close();
+      // close() alone stops new connections only: the SDK's kept-alive sockets would go on being served.
+      const http = (server as unknown as { httpServer: Server }).httpServer;
+      const closed = server.close();
+      http.closeAllConnections();
+      await closed;
     },
     async resume() {
       server = new S3rver({ port, address: '127.0.0.1', silent: true, directory: dir });
