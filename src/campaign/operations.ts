@@ -13,7 +13,8 @@ import {
   type StopReason,
 } from './store.js';
 
-export interface CampaignStatus {
+/** What every view of a campaign shows: what it is, its state and its counts. */
+export interface CampaignCounts {
   campaign: string;
   appid: string;
   kind: CampaignMeta['kind'];
@@ -24,6 +25,9 @@ export interface CampaignStatus {
   failed: number;
   pending: number;
   createdAt: string;
+}
+
+export interface CampaignStatus extends CampaignCounts {
   /** Why the campaign stopped, when it did. */
   stopped?: { errcode: number; errmsg: string; at: string };
   /** Why workers stopped working for the campaign's app (credentials refused), when they did. */
@@ -61,13 +65,7 @@ export async function loadCampaign(store: CampaignStore, campaign: string): Prom
   return meta;
 }
 
-export function statusOf(
-  meta: CampaignMeta,
-  storage?: Storage,
-  appStop?: StopReason,
-  trouble?: StorageTrouble,
-): CampaignStatus {
-  const running = meta.state === 'active' || meta.state === 'enqueuing';
+function countsOf(meta: CampaignMeta): CampaignCounts {
   return {
     campaign: meta.id,
     appid: meta.appid,
@@ -78,6 +76,18 @@ export function statusOf(
     failed: meta.failed,
     pending: meta.total - meta.done - meta.failed,
     createdAt: iso(meta.createdAt),
+  };
+}
+
+export function statusOf(
+  meta: CampaignMeta,
+  storage?: Storage,
+  appStop?: StopReason,
+  trouble?: StorageTrouble,
+): CampaignStatus {
+  const running = meta.state === 'active' || meta.state === 'enqueuing';
+  return {
+    ...countsOf(meta),
     stopped: stopOf(meta.stop),
     appStopped: stopOf(appStop),
     manifest: meta.manifestKey && storage ? storage.url(meta.manifestKey) : meta.manifestKey,
@@ -163,16 +173,7 @@ export async function retryCampaign(
 }
 
 /** What `wxacode campaigns` lists: a line per campaign. */
-export interface CampaignSummary {
-  campaign: string;
-  appid: string;
-  kind: CampaignMeta['kind'];
-  state: CampaignState;
-  total: number;
-  done: number;
-  failed: number;
-  pending: number;
-  createdAt: string;
+export interface CampaignSummary extends CampaignCounts {
   completedAt?: string;
   /** Seconds since it was created. */
   ageSeconds: number;
@@ -184,15 +185,7 @@ export async function listCampaigns(store: CampaignStore, now = Date.now()): Pro
     const meta = await store.get(id);
     if (!meta) continue;
     summaries.push({
-      campaign: meta.id,
-      appid: meta.appid,
-      kind: meta.kind,
-      state: meta.state,
-      total: meta.total,
-      done: meta.done,
-      failed: meta.failed,
-      pending: meta.total - meta.done - meta.failed,
-      createdAt: iso(meta.createdAt),
+      ...countsOf(meta),
       completedAt: meta.state === 'completed' && meta.completedAt ? iso(meta.completedAt) : undefined,
       ageSeconds: Math.max(0, Math.floor((now - meta.createdAt) / 1000)),
     });
