@@ -113,6 +113,41 @@ export class LocalStorage implements Storage {
     return (await read()) ?? ((await this.#adoptLegacy(key, file)) ? await read() : undefined);
   }
 
+  /**
+   * Each key's file removed, as `put` named it, and a file that a version before `localPath` wrote for the key
+   * under its own name (the one `get` would adopt), found by its exact name in a fresh listing of its folder: on a
+   * case-insensitive file system, removing `XyZ.jpg` blindly would remove the key `xyz`'s file. A missing file,
+   * or a folder where the file would be, is nothing to remove. Folders stay, even emptied; each folder a file left
+   * is synced, so a power loss after `delete` returns does not bring the files back.
+   */
+  async delete(keys: string[]): Promise<void> {
+    const targets = [...new Set(keys)].map((key) => ({ key, file: this.#file(key) }));
+    const listings = new Map<string, Promise<Set<string>>>();
+    const touched = new Set<string>();
+    for (const { key, file } of targets) {
+      if (await this.#remove(file)) touched.add(path.dirname(file));
+      const legacy = this.#legacyFile(key);
+      if (legacy === file) continue;
+      const dir = path.dirname(legacy);
+      const name = path.basename(legacy);
+      let names = listings.get(dir);
+      if (!names) {
+        names = readdir(dir).then(
+          (all) => new Set(all),
+          () => new Set<string>(),
+        );
+        listings.set(dir, names);
+      }
+      if (!(await names).has(name)) continue;
+      (await names).delete(name);
+      // Forgotten by `#adoptLegacy` too: on a case-insensitive file system, renaming the gone `XyZ.jpg` would
+      // move the key `xyz`'s file.
+      (await this.#legacyNames.get(dir))?.delete(name);
+      if (await this.#remove(legacy)) touched.add(dir);
+    }
+    for (const dir of touched) await this.#attempt('delete from', () => syncDir(dir));
+  }
+
   url(key: string): string {
     const file = this.#file(key);
     return this.#publicBaseUrl === undefined
@@ -129,7 +164,7 @@ export class LocalStorage implements Storage {
    * find `abc.jpg`. True when a file was moved (or another worker moved it first).
    */
   async #adoptLegacy(key: string, file: string): Promise<boolean> {
-    const legacy = path.join(this.description, ...key.split('/'));
+    const legacy = this.#legacyFile(key);
     if (legacy === file) return false;
     const dir = path.dirname(file);
     let names = this.#legacyNames.get(dir);
@@ -149,6 +184,23 @@ export class LocalStorage implements Storage {
       if (!isMissing(err)) throw this.#error('rename', legacy, err);
     }
     return true;
+  }
+
+  /** Where a version before `localPath` wrote the key: its own name. Call after `#file` has checked the key. */
+  #legacyFile(key: string): string {
+    return path.join(this.description, ...key.split('/'));
+  }
+
+  /** Remove one file; false when there was none (missing, or a folder in its place). */
+  async #remove(file: string): Promise<boolean> {
+    try {
+      await rm(file);
+      return true;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (isMissing(err) || code === 'ERR_FS_EISDIR') return false;
+      throw this.#error('delete', file, err);
+    }
   }
 
   #file(key: string): string {

@@ -5,6 +5,7 @@ import {
   type CompletedPart,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
+  DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
   PutObjectCommand,
@@ -33,6 +34,8 @@ const CONNECTION_TIMEOUT_MS = 5_000;
 /** Images are at most a few hundred KB: a request this slow is a stuck connection, better retried. */
 const REQUEST_TIMEOUT_MS = 30_000;
 const MAX_SOCKETS = 64;
+/** DeleteObject requests in flight at once: a campaign's records are a few hundred objects at most. */
+const DELETE_CONCURRENCY = 8;
 
 /**
  * Parts of a streamed upload. S3 refuses parts under 5 MiB but the last; 8 MiB keeps two or three parts in memory
@@ -217,6 +220,31 @@ export class S3Storage implements Storage {
       const output = await this.#client.send(new GetObjectCommand(this.#params(key)));
       return Buffer.from((await output.Body?.transformToByteArray()) ?? []);
     });
+  }
+
+  /**
+   * One DeleteObject per key, a few at a time. Not DeleteObjects (up to 1000 keys a request): the SDK now sends it
+   * with a CRC32 checksum and no Content-MD5, which several S3-compatible servers (MinIO among them) refuse,
+   * and it reports each key's failure inside a successful answer. S3 answers a missing key with success; a server
+   * that answers it NoSuchKey or 404 counts the same. The first failure stops the rest and is thrown once the
+   * requests in flight have settled.
+   */
+  async delete(keys: string[]): Promise<void> {
+    const targets = [...new Set(keys)].map((key) => ({ key, params: this.#params(key) }));
+    let next = 0;
+    let failure: { err: unknown } | undefined;
+    const worker = async () => {
+      while (!failure && next < targets.length) {
+        const { key, params } = targets[next++]!;
+        try {
+          await this.#lookup('delete from', key, () => this.#client.send(new DeleteObjectCommand(params)));
+        } catch (err) {
+          failure ??= { err };
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(DELETE_CONCURRENCY, targets.length) }, worker));
+    if (failure) throw failure.err;
   }
 
   url(key: string): string {

@@ -34,6 +34,12 @@ export interface Storage {
   /** Read back (for manifests and tests); undefined if missing. */
   get(key: string): Promise<Buffer | undefined>;
   /**
+   * Remove objects; keys already missing are not an error. Used for a campaign's own records (its input chunks),
+   * never for codes. Every key is checked first: one that could leave the root refuses the call before anything
+   * is removed.
+   */
+  delete(keys: string[]): Promise<void>;
+  /**
    * Public URL of a key: WXACODE_PUBLIC_BASE_URL + '/' + key when set (that URL serves the storage root: the key
    * prefix or the folder); else the S3 endpoint's URL of the object, or a file:// URL.
    */

@@ -345,6 +345,7 @@ describe('the write check', () => {
       },
       checkWritable: async () => undefined,
       exists: async () => true,
+      delete: async () => undefined,
       url: (key) => key,
       close: async () => undefined,
     };
