@@ -62,6 +62,8 @@ export interface Config {
   s3: S3Settings;
   /** How long a completed campaign's Redis records are kept; undefined: forever. */
   retentionMs?: number;
+  /** Most rows of one campaign queued at once (campaign/feeder.ts): by default a minute of the rate limit. */
+  window: number;
 }
 
 /** The settings this module reads, documented in the README's configuration table. */
@@ -79,6 +81,7 @@ export const SETTINGS = [
   'WXACODE_STORAGE',
   'WXACODE_PUBLIC_BASE_URL',
   'WXACODE_RETENTION',
+  'WXACODE_WINDOW',
   'S3_ENDPOINT',
   'S3_FORCE_PATH_STYLE',
   'AWS_REGION',
@@ -394,6 +397,16 @@ export function loadConfig(
     );
   }
 
+  const windowText = s.WXACODE_WINDOW;
+  const window =
+    windowText === undefined ? undefined : /^\d+$/.test(windowText) ? Number(windowText) : Number.NaN;
+  if (window !== undefined && !(window >= MIN_WINDOW && window <= MAX_WINDOW)) {
+    bad(
+      'WXACODE_WINDOW',
+      `"${windowText}" is not a whole number of rows from ${MIN_WINDOW} to ${MAX_WINDOW}`,
+    );
+  }
+
   const apps = collectApps(s, problems);
 
   if (problems.length > 0) throw new ConfigError(problems);
@@ -418,7 +431,20 @@ export function loadConfig(
           : undefined,
     },
     retentionMs: retention === Number.POSITIVE_INFINITY ? undefined : retention,
+    window: window ?? defaultWindow(rateLimit!),
   };
+}
+
+/**
+ * Bounds of WXACODE_WINDOW. A window much under a few seconds of the cap leaves the queue empty between two
+ * feeds; one over a million rows is the unbounded Redis the window is there to prevent.
+ */
+export const MIN_WINDOW = 100;
+export const MAX_WINDOW = 1_000_000;
+
+/** A minute of the rate limit: enough for the feeders to never leave a gap, small enough to share the cap. */
+export function defaultWindow(rate: RateLimit): number {
+  return Math.min(MAX_WINDOW, Math.max(MIN_WINDOW, Math.ceil((rate.count * 60_000) / rate.durationMs)));
 }
 
 /** The apps a worker works for: those named (each must be configured), or every configured app. */

@@ -1,15 +1,22 @@
 /**
  * The one owner of a campaign's transitions beyond its rows: completing (and storing the manifest that goes with
- * it), stopping and resuming. Workers settle rows through it, producers and `retry` finish enqueues through it,
+ * it), stopping, resuming and deleting its records. Workers settle rows through it, producers and `retry` finish enqueues through it,
  * and `run` asks it for a manifest that is still missing, so a completed campaign gets its manifest whichever of
  * them completed it.
  */
 import { type Logger, silentLogger } from '../log.js';
 import { manifestKey, type Storage } from '../storage/index.js';
-import { manifestText } from './manifest.js';
-import type { CampaignStore, ProducerLease, RowStatus } from './store.js';
-
-export type SettleResult = Awaited<ReturnType<CampaignStore['markRow']>>;
+import { manifestText, recordSource } from './manifest.js';
+import { recordKeys } from './record.js';
+import {
+  type CampaignMeta,
+  type CampaignState,
+  type CampaignStore,
+  DELETE_RESULT,
+  type ProducerLease,
+  type RowOutcome,
+  type SettleResult,
+} from './store.js';
 
 export class CampaignLifecycle {
   readonly #logger: Logger;
@@ -23,9 +30,9 @@ export class CampaignLifecycle {
     this.#logger = logger ?? silentLogger;
   }
 
-  /** Record a row's outcome; the caller whose row completes the campaign stores its manifest. */
-  async settleRow(campaign: string, value: string, row: RowStatus): Promise<SettleResult> {
-    const result = await this.store.markRow(campaign, value, row);
+  /** Record a queued row's outcome; the caller whose row completes the campaign stores its manifest. */
+  async settleRow(campaign: string, slot: string, outcome: RowOutcome): Promise<SettleResult> {
+    const result = await this.store.markRow(campaign, slot, outcome);
     if (result !== 'completed') return result;
     this.#logger.info({ campaign }, 'campaign completed');
     try {
@@ -80,8 +87,31 @@ export class CampaignLifecycle {
   }
 
   /** Clear a stop; the caller, holding `lease`, queues the rows again and then calls `finishEnqueue`. */
-  async resume(campaign: string, lease: ProducerLease): Promise<void> {
-    await this.store.resume(campaign, lease);
+  async resume(meta: Pick<CampaignMeta, 'id' | 'appid'>, lease: ProducerLease): Promise<void> {
+    await this.store.resume(meta.id, meta.appid, lease);
+  }
+
+  /**
+   * Delete a campaign's records, in Redis and its record's files in storage, if its state is one of `states`
+   * (and, with `completedMsAgo`, it completed that long ago): false when it was kept, with the outcome. Its codes
+   * and manifest stay: other campaigns may share the codes. Its queued jobs are the caller's.
+   */
+  async deleteRecords(
+    meta: Pick<CampaignMeta, 'id' | 'appid'>,
+    states: CampaignState[],
+    completedMsAgo?: number,
+  ): Promise<{ deleted: boolean; outcome: string }> {
+    const files = await recordKeys(this.store, meta);
+    const outcome = await this.store.delete(meta.id, meta.appid, states, completedMsAgo);
+    if (outcome !== DELETE_RESULT.deleted) return { deleted: false, outcome };
+    if (this.storage) await this.storage.delete(files);
+    else if (files.length > 0) {
+      this.#logger.warn(
+        { campaign: meta.id, files: files.length },
+        'no storage given: the record files stay',
+      );
+    }
+    return { deleted: true, outcome };
   }
 
   /**
@@ -101,7 +131,11 @@ export class CampaignLifecycle {
     const meta = await this.store.get(campaign);
     if (!meta) throw new Error(`campaign ${campaign} does not exist`);
     const key = manifestKey(meta.appid, meta.id, 'csv');
-    await storage.putStream(key, manifestText(this.store, storage, meta, 'csv'), 'text/csv; charset=utf-8');
+    await storage.putStream(
+      key,
+      manifestText(recordSource(this.store, storage), storage, meta, 'csv'),
+      'text/csv; charset=utf-8',
+    );
     await this.store.setManifestKey(campaign, key);
     this.#logger.info({ campaign, manifest: storage.url(key) }, 'manifest stored');
     return key;

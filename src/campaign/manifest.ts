@@ -5,6 +5,7 @@
 import type { Storage } from '../storage/index.js';
 import { objectKey } from '../storage/index.js';
 import { rowField } from '../wechat/params.js';
+import { type RecordRow, recordRows } from './record.js';
 import type { CampaignMeta, CampaignStore } from './store.js';
 
 export type ManifestFormat = 'csv' | 'jsonl';
@@ -46,16 +47,23 @@ export function formatManifestRow(meta: CampaignMeta, row: ManifestRow, format: 
   return `${JSON.stringify({ [rowField(meta.kind)]: value, ...rest })}\n`;
 }
 
-/** Where a manifest's rows come from: the store, or anything that reads rows the same way (the bench). */
-export type ManifestSource = Pick<CampaignStore, 'rows'>;
+/**
+ * Where a manifest's rows come from, in batches: the campaign's record (record.ts), or anything that yields rows
+ * the same way (the bench).
+ */
+export type ManifestSource = (meta: CampaignMeta) => AsyncIterable<RecordRow[]>;
+
+export function recordSource(store: CampaignStore, storage: Storage): ManifestSource {
+  return (meta) => recordRows(store, storage, meta);
+}
 
 /** The campaign's rows with their status; key and URL only where a code is stored. */
 export async function* manifestRows(
-  store: ManifestSource,
+  source: ManifestSource,
   storage: Storage,
   meta: CampaignMeta,
 ): AsyncGenerator<ManifestRow> {
-  for await (const batch of store.rows(meta.id)) {
+  for await (const batch of source(meta)) {
     for (const { value, row } of batch) {
       if (row.status === 'done') {
         const key = objectKey({ appid: meta.appid, options: meta.options, value });
@@ -74,7 +82,7 @@ export async function* manifestRows(
  * that composing the manifest of millions of rows holds one piece, never the whole text.
  */
 export async function* manifestText(
-  store: ManifestSource,
+  source: ManifestSource,
   storage: Storage,
   meta: CampaignMeta,
   format: ManifestFormat,
@@ -82,7 +90,7 @@ export async function* manifestText(
 ): AsyncGenerator<string> {
   let piece = manifestHeader(meta, format);
   let rows = 0;
-  for await (const row of manifestRows(store, storage, meta)) {
+  for await (const row of manifestRows(source, storage, meta)) {
     piece += formatManifestRow(meta, row, format);
     if (++rows % rowsPerPiece === 0) {
       yield piece;
@@ -94,7 +102,7 @@ export async function* manifestText(
 
 /** Write the whole manifest as text, a row at a time. */
 export async function writeManifestTo(
-  store: ManifestSource,
+  source: ManifestSource,
   storage: Storage,
   meta: CampaignMeta,
   format: ManifestFormat,
@@ -102,7 +110,7 @@ export async function writeManifestTo(
 ): Promise<number> {
   let count = 0;
   await write(manifestHeader(meta, format));
-  for await (const row of manifestRows(store, storage, meta)) {
+  for await (const row of manifestRows(source, storage, meta)) {
     await write(formatManifestRow(meta, row, format));
     count++;
   }

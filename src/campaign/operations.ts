@@ -124,7 +124,7 @@ export async function allCampaignStatuses(
 
 export interface RetryResult {
   campaign: string;
-  /** Rows queued again (failed ones, and pending ones of a stopped or interrupted campaign). */
+  /** Rows queued now (failed ones put back, and the window of a stopped or interrupted campaign). */
   requeued: number;
   /** The stop that was cleared, if the campaign was stopped. */
   resumedFrom?: CampaignStatus['stopped'];
@@ -132,44 +132,66 @@ export interface RetryResult {
   manifestStored?: string;
 }
 
+export interface ResumeOptions {
+  /** Queue the failed rows again too (`retry`); without it they stay failed (the console's resume). */
+  failed?: boolean;
+  /** Where a completed campaign's manifest goes, if it is still missing (storage was down when it completed). */
+  storage?: Storage;
+  /** How long the campaign stays open for this producer if it dies before finishing. Default 30 s. */
+  producerLeaseMs?: number;
+}
+
 /**
- * Queue a campaign's failed rows again and resume it if it was stopped. Pending rows are queued again too:
- * deterministic job ids make that a no-op for rows still in the queue, and it picks up rows whose jobs were
- * lost (a stopped campaign's drained jobs, an interrupted enqueue).
+ * Resume a campaign: clear its stop (and the app stops a retry is meant to clear), queue again the rows in its
+ * window, whose jobs workers dropped while it was stopped (deterministic job ids make that a no-op for rows still
+ * queued), and with `failed`, put its failed rows back in the window first. The feeders go on with the rest.
  */
-export async function retryCampaign(
+export async function resumeCampaign(
   store: CampaignStore,
   connection: ConnectionOptions,
   campaign: string,
-  /** Where a completed campaign's manifest goes, if it is still missing (storage was down when it completed). */
-  storage?: Storage,
-  /** How long the campaign stays open for this retry if it dies before finishing. Default 30 s. */
-  producerLeaseMs?: number,
+  { failed = false, storage, producerLeaseMs }: ResumeOptions = {},
 ): Promise<RetryResult> {
   const meta = await loadCampaign(store, campaign);
   const lifecycle = new CampaignLifecycle(store, storage);
   if (meta.stop?.errcode === 45029) await store.clearAppStop(meta.appid, 'acQuota');
   await store.clearAppStop(meta.appid, 'credentials');
-  // A retry is a producer: the rows it turns back to pending must not let the campaign complete without them.
+  // A resume is a producer: the rows it turns back to pending must not let the campaign complete without them.
   const lease = producerLease(producerLeaseMs);
-  await lifecycle.resume(campaign, lease);
+  await lifecycle.resume(meta, lease);
   const release = lifecycle.holdOpen(campaign, lease);
   const queue = openQueue(connection, store.prefix, meta.appid);
-  let requeued = 0;
   try {
-    for await (const batch of store.rows(campaign)) {
-      const values = batch.filter(({ row }) => row.status !== 'done').map(({ value }) => value);
-      for (const value of values) await store.markRow(campaign, value, { status: 'pending' });
-      if (values.length > 0) await queue.addBulk(jobsFor(campaign, values));
-      requeued += values.length;
+    if (failed) {
+      for await (const batch of store.failedRows(campaign)) {
+        await store.requeueFailed(
+          campaign,
+          batch.map(({ slot }) => slot),
+        );
+      }
+    }
+    for await (const batch of store.windowRows(campaign)) {
+      await queue.addBulk(jobsFor(campaign, meta.priority, batch));
     }
   } finally {
     release();
     await queue.close();
   }
+  const requeued = (await store.get(campaign))?.queued ?? 0;
   const finished = await lifecycle.finishEnqueue(campaign, lease.id);
   const manifestStored = finished.manifestKey ?? (await lifecycle.ensureManifest(campaign));
   return { campaign, requeued, resumedFrom: stopOf(meta.stop), manifestStored };
+}
+
+/** `wxacode retry`: queue a campaign's failed rows again and resume it if it was stopped. */
+export function retryCampaign(
+  store: CampaignStore,
+  connection: ConnectionOptions,
+  campaign: string,
+  storage?: Storage,
+  producerLeaseMs?: number,
+): Promise<RetryResult> {
+  return resumeCampaign(store, connection, campaign, { failed: true, storage, producerLeaseMs });
 }
 
 /** What `wxacode campaigns` lists: a line per campaign. */
@@ -221,8 +243,8 @@ const SETTLED_STATES: CampaignState[] = ['completed', 'stopped'];
 const ALL_STATES: CampaignState[] = ['enqueuing', 'active', 'stopped', 'completed'];
 
 /**
- * Remove the jobs of a campaign's unsettled rows from its app's queue, by their deterministic ids (one left
- * locked by a worker finishes, and finds no row to record). Done rows have no job left to remove.
+ * Remove the jobs of a campaign's queued rows from its app's queue, by their deterministic ids (one left locked by
+ * a worker finishes, and finds no row to record). Settled rows have no job left to remove.
  */
 export async function removeCampaignJobs(
   queue: Queue,
@@ -230,24 +252,23 @@ export async function removeCampaignJobs(
   campaign: string,
 ): Promise<number> {
   let removed = 0;
-  for await (const batch of store.rows(campaign)) {
-    const ids = batch.filter(({ row }) => row.status !== 'done').map(({ value }) => jobId(campaign, value));
-    const results = await Promise.all(ids.map((id) => queue.remove(id)));
+  for await (const batch of store.windowRows(campaign)) {
+    const results = await Promise.all(batch.map(({ slot }) => queue.remove(jobId(campaign, slot))));
     removed += results.filter((n) => n === 1).length;
   }
   return removed;
 }
 
 /**
- * Delete a campaign's records from Redis: its hash, rows, order, producers, its queued jobs and its entry in
- * the campaigns index. Its codes and manifest in storage stay: other campaigns may share the codes. A campaign
- * that is enqueuing or active is refused unless `force`.
+ * Delete a campaign's records: in Redis its hash, chunk list, window, failed rows, producers, queued jobs and
+ * entries in the indexes, and its record's files in storage. Its codes and manifest stay: other campaigns may
+ * share the codes. A campaign that is enqueuing or active is refused unless `force`.
  */
 export async function deleteCampaign(
   store: CampaignStore,
   connection: ConnectionOptions,
   campaign: string,
-  { force = false }: { force?: boolean } = {},
+  { force = false, storage }: { force?: boolean; storage?: Storage } = {},
 ): Promise<DeleteResult> {
   const meta = await loadCampaign(store, campaign);
   const states = force ? ALL_STATES : SETTLED_STATES;
@@ -259,7 +280,7 @@ export async function deleteCampaign(
   } finally {
     await queue.close();
   }
-  const outcome = await store.delete(campaign, states);
+  const { outcome } = await new CampaignLifecycle(store, storage).deleteRecords(meta, states);
   if (outcome === DELETE_RESULT.unknown) throw new UnknownCampaignError(campaign, store.prefix);
   // A retry or an enqueue reopened it meanwhile: its rows are pending again, and the reconcile queues them.
   if (outcome !== DELETE_RESULT.deleted) throw new CampaignBusyError(campaign, outcome as CampaignState);

@@ -1,24 +1,33 @@
 /**
- * Enqueue a campaign: validate every row, then record and queue the valid ones in chunks.
+ * Enqueue a campaign: validate every row, then write the valid ones, each once, to the campaign's record in
+ * storage (campaign/record.ts), a chunk at a time. The workers' feeders queue them from there.
  *
  * Validation is a full pass over the input before anything is written, so a file with a bad row enqueues
- * nothing (unless `skipInvalid`). The input is then read a second time to enqueue: streaming twice keeps memory
- * flat for a million rows, where holding the rows between the passes would not. Standard input is spooled to a
- * temporary file first so it can be read twice.
+ * nothing (unless `skipInvalid`). The same pass finds the repeated rows (campaign/dedupe.ts, on disk beyond a
+ * few MB, against the rows an earlier enqueue recorded too). The input is then read a second time to write
+ * the record: streaming twice keeps memory flat for ten million rows, where holding the rows between the passes
+ * would not. Standard input is spooled to a temporary file first so it can be read twice.
  */
 import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import type { ConnectionOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { Storage } from '../storage/index.js';
+import { recordKey, type Storage } from '../storage/index.js';
 import { type CodeOptions, codeOptionsProblems, rowProblem } from '../wechat/params.js';
+import { RowDeduper } from './dedupe.js';
 import { CampaignLifecycle } from './lifecycle.js';
-import { jobsFor, openQueue } from './queue.js';
+import { CHUNK_BYTES, CHUNK_CONTENT_TYPE, CHUNK_ROWS, encodeChunk, readChunk } from './record.js';
 import { readSource, type SourceFormat, type SourceItem } from './source.js';
-import { type CampaignMeta, CampaignStore, campaignIdProblem, producerLease } from './store.js';
+import {
+  type CampaignMeta,
+  CampaignStore,
+  campaignIdProblem,
+  PRIORITIES,
+  type ProducerLease,
+  producerLease,
+} from './store.js';
 
 export interface InvalidRow {
   line: number;
@@ -28,9 +37,9 @@ export interface InvalidRow {
 export interface EnqueueOptions {
   /** Connection for the campaign records (ioredis). */
   redis: Redis;
-  /** Connection for BullMQ; default: `redis`. */
-  connection?: ConnectionOptions;
   prefix: string;
+  /** Where the campaign's record goes (the same storage as its codes), and its manifest if it completes at once. */
+  storage: Storage;
   campaign: string;
   appid: string;
   options: CodeOptions;
@@ -45,10 +54,10 @@ export interface EnqueueOptions {
   skipInvalid?: boolean;
   /** Called for each invalid row as it is found, so a caller can list them without holding them all. */
   onInvalid?: (row: InvalidRow) => void;
-  /** Rows per addBulk. Default 1000. */
-  chunkSize?: number;
-  /** When given and the campaign turns out complete (every row already done), its manifest is stored. */
-  storage?: Storage;
+  /** Rows per chunk of the record. Default CHUNK_ROWS. */
+  chunkRows?: number;
+  /** BullMQ's priority of the campaign's jobs (PRIORITIES; 1 first), when this enqueue creates it. */
+  priority?: number;
   /** Standard input, for `-`. Default process.stdin. */
   stdin?: NodeJS.ReadableStream;
   /** How long the campaign stays open for this enqueue if it dies before finishing. Default 30 s. */
@@ -65,9 +74,9 @@ export type RowSource = () => AsyncIterable<string> | Iterable<string>;
 
 export interface EnqueueResult {
   campaign: string;
-  /** New rows queued by this call. */
+  /** New rows recorded by this call, for the feeders to queue. */
   enqueued: number;
-  /** Rows seen again: within the input or already in the campaign. */
+  /** Rows seen again: within the input or already in the campaign's record. */
   duplicates: number;
   invalid: number;
   /** Rows the campaign holds now. */
@@ -115,16 +124,66 @@ function items(input: string | RowSource, o: EnqueueOptions): AsyncIterable<Sour
   return readSource(input, { format: o.format, column: o.column, kind: o.options.kind, name: inputName(o) });
 }
 
-async function validate(input: string | RowSource, o: EnqueueOptions): Promise<number> {
+/** The first pass: count the invalid rows, let the precheck see the valid ones, and find the repeats. */
+async function validate(input: string | RowSource, o: EnqueueOptions, dedupe: RowDeduper): Promise<number> {
   let invalid = 0;
   for await (const item of items(input, o)) {
     const problem = 'problem' in item ? item.problem : rowProblem(o.options.kind, item.value);
     if (problem !== undefined) {
       invalid++;
       o.onInvalid?.({ line: item.line, problem });
-    } else if (o.precheck && 'value' in item) await o.precheck.row(item.value);
+    } else if ('value' in item) {
+      await dedupe.add(item.line, item.value);
+      await o.precheck?.row(item.value);
+    }
   }
+  await dedupe.finish();
   return invalid;
+}
+
+/** What an earlier enqueue recorded in the campaign: those rows are repeats in this input. */
+async function seedRecorded(o: EnqueueOptions, store: CampaignStore, dedupe: RowDeduper): Promise<void> {
+  const meta = await store.get(o.campaign);
+  if (!meta || meta.appid !== o.appid) return;
+  for (const chunk of await store.chunks(o.campaign)) {
+    for (const value of await readChunk(o.storage, meta, chunk)) await dedupe.seen(value);
+  }
+}
+
+/**
+ * Writes the record a chunk at a time: each chunk is stored under a name of its own (this producer's and a
+ * number), then registered at the end of the campaign's chunk list, so concurrent producers never overwrite
+ * each other and a chunk is never listed before it is stored.
+ */
+class RecordWriter {
+  #values: string[] = [];
+  #bytes = 0;
+  #chunks = 0;
+  written = 0;
+
+  constructor(
+    private readonly o: EnqueueOptions,
+    private readonly store: CampaignStore,
+    private readonly lease: ProducerLease,
+  ) {}
+
+  async add(value: string): Promise<void> {
+    this.#values.push(value);
+    this.#bytes += value.length + 3;
+    if (this.#values.length >= (this.o.chunkRows ?? CHUNK_ROWS) || this.#bytes >= CHUNK_BYTES)
+      await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    if (this.#values.length === 0) return;
+    const name = `${this.lease.id.slice(0, 8)}-${this.#chunks++}`;
+    const { storage, appid, campaign } = this.o;
+    await storage.put(recordKey(appid, campaign, name), encodeChunk(this.#values), CHUNK_CONTENT_TYPE);
+    await this.store.addChunk(campaign, { name, rows: this.#values.length }, this.lease);
+    this.written += this.#values.length;
+    this.#values = [];
+    this.#bytes = 0;
+  }
 }
 
 export async function enqueueCampaign(o: EnqueueOptions): Promise<EnqueueResult> {
@@ -133,10 +192,13 @@ export async function enqueueCampaign(o: EnqueueOptions): Promise<EnqueueResult>
   const optionProblems = codeOptionsProblems(o.options);
   if (optionProblems.length > 0) throw new EnqueueError(optionProblems.join('; '));
 
+  const store = new CampaignStore(o.redis, o.prefix);
   const spooled = o.input === '-' ? await spoolStdin(o.stdin ?? process.stdin) : undefined;
   const input = spooled?.file ?? o.input;
+  const dedupe = await RowDeduper.create();
   try {
-    const invalid = await validate(input, o);
+    await seedRecorded(o, store, dedupe);
+    const invalid = await validate(input, o, dedupe);
     if (invalid > 0 && !o.skipInvalid) {
       throw new EnqueueError(
         `${invalid} invalid row${invalid === 1 ? '' : 's'} in ${inputName(o)}: nothing was enqueued (fix them, or pass --skip-invalid to enqueue the valid rows)`,
@@ -145,9 +207,8 @@ export async function enqueueCampaign(o: EnqueueOptions): Promise<EnqueueResult>
     }
     await o.precheck?.done();
 
-    const store = new CampaignStore(o.redis, o.prefix);
     const lease = producerLease(o.producerLeaseMs);
-    const opened = await store.open(o.campaign, o.appid, o.options, lease);
+    const opened = await store.open(o.campaign, o.appid, o.options, lease, o.priority ?? PRIORITIES.normal);
     if ('existing' in opened) {
       const e = opened.existing;
       throw new EnqueueError(
@@ -157,43 +218,32 @@ export async function enqueueCampaign(o: EnqueueOptions): Promise<EnqueueResult>
           : `campaign ${o.campaign} is stopped (errcode ${e.stop?.errcode}: ${e.stop?.errmsg}); fix the cause and run \`wxacode retry ${o.campaign}\` first`,
       );
     }
-    const { resumed } = opened;
     const lifecycle = new CampaignLifecycle(store, o.storage);
     const release = lifecycle.holdOpen(o.campaign, lease);
-    const queue = openQueue(o.connection ?? o.redis, o.prefix, o.appid);
-    let enqueued = 0;
-    let duplicates = 0;
+    const record = new RecordWriter(o, store, lease);
     try {
-      const chunkSize = o.chunkSize ?? 1000;
-      let chunk: string[] = [];
-      const flush = async () => {
-        const flags = await store.addRows(o.campaign, chunk, lease);
-        // A resumed enqueue re-queues rows an interrupted one recorded: their deterministic job ids make this
-        // a no-op for those that did reach the queue.
-        const toQueue = chunk.filter((_, i) => flags[i] === 1 || (resumed && flags[i] === 0));
-        const fresh = flags.filter((f) => f === 1).length;
-        enqueued += fresh;
-        duplicates += chunk.length - fresh;
-        if (toQueue.length > 0) await queue.addBulk(jobsFor(o.campaign, toQueue));
-        chunk = [];
-      };
       for await (const item of items(input, o)) {
         if ('problem' in item || rowProblem(o.options.kind, item.value) !== undefined) continue;
-        chunk.push(item.value);
-        if (chunk.length >= chunkSize) await flush();
+        if (!dedupe.isRepeat(item.line)) await record.add(item.value);
       }
-      if (chunk.length > 0) await flush();
+      await record.flush();
     } finally {
-      // A producer that fails keeps its lease until it runs out, and the campaign enqueuing with it: an enqueue
-      // run again meanwhile queues again the rows this one recorded but may not have queued.
+      // A producer that fails keeps its lease until it runs out, and the campaign enqueuing with it; what it
+      // recorded stays, and an enqueue of the same input run again records only the rest.
       release();
-      await queue.close();
     }
 
     await lifecycle.finishEnqueue(o.campaign, lease.id);
     const meta = (await store.get(o.campaign))!;
-    return { campaign: o.campaign, enqueued, duplicates, invalid, total: meta.total, state: meta.state };
+    return {
+      campaign: o.campaign,
+      enqueued: record.written,
+      duplicates: dedupe.repeats,
+      invalid,
+      total: meta.total,
+      state: meta.state,
+    };
   } finally {
-    await spooled?.cleanup();
+    await Promise.all([dedupe.close(), spooled?.cleanup()]);
   }
 }

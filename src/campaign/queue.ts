@@ -4,11 +4,14 @@
  */
 import { createHash } from 'node:crypto';
 import { type ConnectionOptions, type JobsOptions, Queue } from 'bullmq';
+import type { SlotRow } from './store.js';
 
 /** What a job carries: the campaign and the row. Campaign options live once in the campaign hash. */
 export interface CodeJobData {
   /** Campaign id. */
   c: string;
+  /** The row's slot in the campaign's record, `<chunk>:<row>` (store.ts). */
+  s: string;
   /** Row value: the scene (B) or path (A/C). */
   v: string;
 }
@@ -20,14 +23,14 @@ export function queueName(appid: string): string {
 }
 
 /**
- * Deterministic, so a row added twice while its job exists (a resumed enqueue, a retry racing a worker) is
- * queued once: BullMQ ignores an add whose job id exists. Short, because BullMQ copies it into each job's
+ * Deterministic, so a row added twice while its job exists (a feeder and the reconcile, a retry racing a worker)
+ * is queued once: BullMQ ignores an add whose job id exists. Short, because BullMQ copies it into each job's
  * options, and a job hash stays in Redis's compact encoding only while every field is under 64 bytes
- * (`hash-max-listpack-value`): about 300 bytes a job instead of 700. 66 bits of hash: a collision within a
- * million-row campaign has odds of about 1 in 10^8. The leading letter keeps BullMQ from reading it as a number.
+ * (`hash-max-listpack-value`): about 300 bytes a job instead of 700. 66 bits of hash: only jobs queued at the
+ * same time (a window of each campaign) can collide, with odds far below 1 in 10^8. The leading letter keeps BullMQ from reading it as a number.
  */
-export function jobId(campaign: string, value: string): string {
-  return `j${createHash('sha256').update(`${campaign}\n${value}`).digest('base64url').slice(0, 11)}`;
+export function jobId(campaign: string, slot: string): string {
+  return `j${createHash('sha256').update(`${campaign}\n${slot}`).digest('base64url').slice(0, 11)}`;
 }
 
 /** Attempts for transient failures (-1, network, HTML pages); the backoff spreads them over about 4 minutes. */
@@ -47,11 +50,11 @@ export function retryDelay(attemptsMade: number): number {
 /** Only what differs per job: finished jobs are removed by the worker's own options (see worker.ts). */
 export const JOB_OPTIONS: JobsOptions = { attempts: ATTEMPTS, backoff: { type: BACKOFF_TYPE } };
 
-export function jobsFor(campaign: string, values: string[]) {
-  return values.map((v) => ({
+export function jobsFor(campaign: string, priority: number, rows: readonly SlotRow[]) {
+  return rows.map(({ slot, value }) => ({
     name: JOB_NAME,
-    data: { c: campaign, v } satisfies CodeJobData,
-    opts: { ...JOB_OPTIONS, jobId: jobId(campaign, v) },
+    data: { c: campaign, s: slot, v: value } satisfies CodeJobData,
+    opts: { ...JOB_OPTIONS, jobId: jobId(campaign, slot), priority },
   }));
 }
 

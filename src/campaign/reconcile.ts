@@ -1,31 +1,27 @@
 /**
- * The workers' reconcile. A row can be left pending with no job to carry it: BullMQ fails and removes a job whose
- * last attempt threw outside the WeChat call (the campaign lookup, `markRow`), an interrupted enqueue recorded
- * rows it never queued, a `retry` turned back to pending a row whose job was just finishing. And a campaign whose
- * producer died after every row settled is completed by nothing else. So every interval one worker of the fleet
- * goes over the running campaigns of its apps: it completes those no producer holds open any more, and queues
- * again the pending rows of active ones that have no job. Deterministic job ids keep a row from being queued
- * twice: an add whose job exists is ignored. With a retention, the same pass drops the records of the app's
- * campaigns that completed longer ago than that.
+ * The workers' reconcile. A queued row (in its campaign's window) can be left with no job to carry it: BullMQ
+ * fails and removes a job whose last attempt threw outside the WeChat call (the campaign lookup, `markRow`), a
+ * feeder died between recording rows in the window and adding their jobs, a `retry` put back a row whose job was
+ * just finishing. And a campaign whose producer died after every row settled is completed by nothing else. So
+ * every interval one worker of the fleet goes over the running campaigns of its apps: it completes those no
+ * producer holds open any more, and queues again the window's rows that have no job. Deterministic job ids keep a
+ * row from being queued twice: an add whose job exists is ignored. With a retention, the same pass drops the
+ * records of the app's campaigns that completed longer ago than that.
  */
 import type { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { type Logger, silentLogger } from '../log.js';
 import type { CampaignLifecycle } from './lifecycle.js';
-import { type CodeJobData, jobId, jobsFor, openQueue } from './queue.js';
-import { DELETE_RESULT } from './store.js';
+import { type CodeJobData, jobId, jobsFor } from './queue.js';
+import type { CampaignMeta } from './store.js';
 
 export const RECONCILE_INTERVAL_MS = 60_000;
 
-/** Rows read and checked at a time, so a million-row campaign costs a thousand short scripts, not one long one. */
-const BATCH = 1000;
-
 export interface ReconcilerOptions {
   lifecycle: CampaignLifecycle;
-  /** The BullMQ connection of the worker. */
-  connection: Redis;
   /** The apps whose campaigns are reconciled: those the worker has queues for. */
   apps: string[];
+  /** The app's queue, the worker's own. */
+  queue: (appid: string) => Queue<CodeJobData>;
   /** Default RECONCILE_INTERVAL_MS. */
   intervalMs?: number;
   /** WXACODE_RETENTION: how long a completed campaign's records stay in Redis; undefined, forever. */
@@ -37,7 +33,6 @@ export class Reconciler {
   readonly #o: ReconcilerOptions;
   readonly #intervalMs: number;
   readonly #logger: Logger;
-  readonly #queues = new Map<string, Queue<CodeJobData>>();
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> = Promise.resolve();
   #closed = false;
@@ -101,19 +96,19 @@ export class Reconciler {
       // Producers whose leases ran out never finish their enqueue: this finishes it for them.
       const { state: settled } = await lifecycle.finishEnqueue(id);
       if (settled === 'open' && (await store.state(id)) === 'active') {
-        await this.#requeueOrphans(id, appid);
+        await this.#requeueOrphans(meta);
       }
     }
   }
 
-  /** A completed campaign has no jobs left: its records are all there is to drop. Storage keeps its files. */
+  /** A completed campaign has no jobs left: its records are all there is to drop. Storage keeps its codes. */
   async #expire(campaign: string, appid: string): Promise<void> {
-    const store = this.#o.lifecycle.store;
+    const { lifecycle } = this.#o;
     const retentionMs = this.#o.retentionMs!;
-    const meta = await store.get(campaign);
+    const meta = await lifecycle.store.get(campaign);
     if (meta?.appid !== appid || Date.now() - (meta.completedAt ?? meta.createdAt) < retentionMs) return;
     // Checked again inside Redis, by its clock: a retry may have reopened the campaign since.
-    if ((await store.delete(campaign, ['completed'], retentionMs)) === DELETE_RESULT.deleted) {
+    if ((await lifecycle.deleteRecords(meta, ['completed'], retentionMs)).deleted) {
       this.#logger.info(
         { campaign, completedAt: meta.completedAt },
         'dropped the records of a campaign past WXACODE_RETENTION',
@@ -121,30 +116,24 @@ export class Reconciler {
     }
   }
 
-  async #requeueOrphans(campaign: string, appid: string): Promise<void> {
+  async #requeueOrphans({ id: campaign, appid, priority }: CampaignMeta): Promise<void> {
     const store = this.#o.lifecycle.store;
-    const queue = this.#queue(appid);
+    const queue = this.#o.queue(appid);
     let requeued = 0;
-    for await (const batch of store.rows(campaign, BATCH)) {
-      const pending = batch.filter(({ row }) => row.status === 'pending').map(({ value }) => value);
-      const jobKeys = pending.map((value) => queue.toKey(jobId(campaign, value)));
-      const orphans = await store.pendingWithoutJob(campaign, pending, jobKeys);
+    for await (const batch of store.windowRows(campaign)) {
+      const slots = batch.map(({ slot }) => slot);
+      const jobKeys = slots.map((slot) => queue.toKey(jobId(campaign, slot)));
+      const orphans = await store.queuedWithoutJob(campaign, slots, jobKeys);
       if (orphans.length === 0) continue;
-      await queue.addBulk(jobsFor(campaign, orphans));
+      await queue.addBulk(jobsFor(campaign, priority, orphans));
       requeued += orphans.length;
     }
     if (requeued > 0) {
-      this.#logger.warn({ campaign, rows: requeued }, 'queued again rows that were pending with no job');
+      this.#logger.warn(
+        { campaign, rows: requeued },
+        'queued again rows that were in the window with no job',
+      );
     }
-  }
-
-  #queue(appid: string): Queue<CodeJobData> {
-    let queue = this.#queues.get(appid);
-    if (!queue) {
-      queue = openQueue(this.#o.connection, this.#o.lifecycle.store.prefix, appid);
-      this.#queues.set(appid, queue);
-    }
-    return queue;
   }
 
   /** Stop, after the pass under way if any. */
@@ -152,6 +141,5 @@ export class Reconciler {
     this.#closed = true;
     clearTimeout(this.#timer);
     await this.#running;
-    await Promise.all([...this.#queues.values()].map((queue) => queue.close()));
   }
 }

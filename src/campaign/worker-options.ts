@@ -36,6 +36,8 @@ export interface CodeWorkerOptions {
   storageRetryMs?: number;
   /** How long a WeChat call may wait for the answer's headers, and then for its body. Default 15 000 ms each. */
   wechatTimeoutMs?: number;
-  /** How often the fleet looks for pending rows with no job (see reconcile.ts). Default 60 000 ms. */
+  /** How often the fleet looks for queued rows with no job (see reconcile.ts). Default 60 000 ms. */
   reconcileIntervalMs?: number;
+  /** How often the feeder tops up the campaigns' windows (see feeder.ts). Default 250 ms. */
+  feedIntervalMs?: number;
 }

@@ -12,6 +12,7 @@ import { WechatClient } from '../wechat/client.js';
 import { TokenProvider } from '../wechat/token.js';
 import { AppQueue } from './app-queue.js';
 import { CodeStore } from './code-store.js';
+import { Feeder } from './feeder.js';
 import { QuotaLedger } from './ledger.js';
 import { CampaignLifecycle } from './lifecycle.js';
 import {
@@ -49,6 +50,7 @@ export class CodeWorker {
   readonly #ledger: QuotaLedger;
   readonly #codes: CodeStore;
   #reconciler: Reconciler | undefined;
+  #feeder: Feeder | undefined;
   #closing: Promise<void> | undefined;
   #stoppedApps = new Set<string>();
   #resolveAllStopped!: () => void;
@@ -104,10 +106,20 @@ export class CodeWorker {
     await storage.checkWritable();
     const worker = new CodeWorker(options, storage);
     for (const appid of apps) worker.#startApp(appid);
+    const queue = (appid: string) => worker.#apps.get(appid)!.queue;
+    worker.#feeder = Feeder.start({
+      lifecycle: worker.#lifecycle,
+      storage,
+      apps,
+      queue,
+      window: config.window,
+      intervalMs: options.feedIntervalMs,
+      logger: worker.#logger,
+    });
     worker.#reconciler = Reconciler.start({
       lifecycle: worker.#lifecycle,
-      connection: worker.#connection,
       apps,
+      queue,
       intervalMs: options.reconcileIntervalMs,
       retentionMs: config.retentionMs,
       logger: worker.#logger,
@@ -154,7 +166,7 @@ export class CodeWorker {
   }
 
   async #processRow(appid: string, job: Job<CodeJobData>): Promise<JobOutcome> {
-    const { c: campaign, v: value } = job.data;
+    const { c: campaign, s: slot, v: value } = job.data;
     const meta = await this.#campaign(campaign);
     if (!meta) return 'unknown-campaign';
     if ((await this.#store.state(campaign)) === 'stopped') return 'campaign-stopped';
@@ -170,7 +182,7 @@ export class CodeWorker {
     const key = objectKey({ appid, options: meta.options, value });
     if (await this.#codes.has(key)) {
       this.#hooks.alreadyStored?.(appid);
-      await this.#lifecycle.settleRow(campaign, value, { status: 'done' });
+      await this.#lifecycle.settleRow(campaign, slot, { status: 'done' });
       return 'already-stored';
     }
 
@@ -181,7 +193,7 @@ export class CodeWorker {
     const started = Date.now();
     await this.#codes.put(key, image, stashed !== undefined);
     this.#hooks.upload?.(Date.now() - started);
-    await this.#lifecycle.settleRow(campaign, value, { status: 'done' });
+    await this.#lifecycle.settleRow(campaign, slot, { status: 'done' });
     return 'generated';
   }
 
@@ -221,7 +233,7 @@ export class CodeWorker {
     err: unknown,
   ): Promise<JobOutcome> {
     if (err instanceof DelayedError || err instanceof RateLimitError) throw err;
-    const { c: campaign, v: value } = job.data;
+    const { c: campaign, s: slot } = job.data;
     const meta = this.#campaigns.get(campaign);
     const decision = decide(err, {
       kind: meta?.kind ?? 'unlimited',
@@ -236,7 +248,7 @@ export class CodeWorker {
     switch (decision.action) {
       case 'settle-failed':
         this.#hooks.failed?.(appid, failureLabel(err));
-        await this.#lifecycle.settleRow(campaign, value, {
+        await this.#lifecycle.settleRow(campaign, slot, {
           status: 'failed',
           errcode: decision.errcode,
           errmsg: decision.errmsg,
@@ -300,7 +312,7 @@ export class CodeWorker {
   /** Stop taking jobs, let in-flight ones finish (call and upload), release everything. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
-      await this.#reconciler?.close();
+      await Promise.all([this.#feeder?.close(), this.#reconciler?.close()]);
       await Promise.all([...this.#apps.keys()].map((appid) => this.#closeApp(appid)));
       await Promise.all([this.#client.close(), this.#tokens.close(), this.#codes.close()]);
       this.#connection.disconnect();

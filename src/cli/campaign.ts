@@ -6,7 +6,7 @@ import { finished } from 'node:stream/promises';
 import { type Command, Option } from 'commander';
 import type { Redis } from 'ioredis';
 import { type AcPlan, acQuotaPrecheck, describeAcPlan, QuotaLedger } from '../campaign/ledger.js';
-import { type ManifestFormat, writeManifestTo } from '../campaign/manifest.js';
+import { type ManifestFormat, recordSource, writeManifestTo } from '../campaign/manifest.js';
 import {
   allCampaignStatuses,
   type CampaignStatus,
@@ -16,7 +16,7 @@ import {
 } from '../campaign/operations.js';
 import { type EnqueueResult, enqueueCampaign } from '../campaign/producer.js';
 import { SOURCE_FORMATS, type SourceFormat } from '../campaign/source.js';
-import { CampaignStore } from '../campaign/store.js';
+import { CampaignStore, PRIORITIES, type PriorityName } from '../campaign/store.js';
 import { type Config, pickApp } from '../config.js';
 import { createStorage, type Storage } from '../storage/index.js';
 import {
@@ -52,6 +52,7 @@ export interface EnqueueFlags extends CodeFlags {
   column?: string;
   skipInvalid?: boolean;
   allowOverQuota?: boolean;
+  priority?: PriorityName;
 }
 
 function parseColor(text: string): Rgb {
@@ -108,6 +109,12 @@ export function addEnqueueOptions(command: Command): Command {
     )
     .option('--column <name>', 'CSV column or JSONL field holding the value (default scene, or path for A/C)')
     .option('--skip-invalid', 'enqueue the valid rows even when some are invalid')
+    .addOption(
+      new Option(
+        '--priority <level>',
+        "high goes before the app's other campaigns; campaigns of one level share the cap (default normal)",
+      ).choices(Object.keys(PRIORITIES)),
+    )
     .option(
       '--allow-over-quota',
       'A/C: enqueue even when the app has fewer codes left than the campaign needs',
@@ -147,8 +154,7 @@ export async function enqueueFromFlags(
   flags: EnqueueFlags,
   { options, appid }: EnqueueTarget = enqueueTargetFromFlags(config, flags),
 ): Promise<EnqueueReport> {
-  // Storage is contacted only when the campaign is complete at once (its manifest is written then), so a
-  // storage outage does not stop an admin machine from queueing work.
+  // The campaign's rows are recorded in storage, where every worker reads them.
   const storage = createStorage(config);
   let plan: AcPlan | undefined;
   const precheck = acQuotaPrecheck(new QuotaLedger(redis, config.prefix), flags.campaign, appid, options, {
@@ -172,6 +178,7 @@ export async function enqueueFromFlags(
       format: flags.format,
       column: flags.column,
       skipInvalid: flags.skipInvalid,
+      priority: PRIORITIES[flags.priority ?? 'normal'],
       storage,
       precheck,
       onInvalid: ({ line, problem }) =>
@@ -270,7 +277,8 @@ export function registerCampaignCommands(program: Command): void {
       'after',
       `
 Every row is validated first; without --skip-invalid, one invalid row means nothing is enqueued.
-Rows already in the campaign are counted as duplicates and queued once.
+Rows repeated in the input or already in the campaign are counted as duplicates and queued once.
+Campaigns of one app share its cap in turns; --priority high puts a campaign ahead of the others.
 
 Examples:
   wxacode enqueue scenes.csv --campaign spring-2026 --page pages/item/detail --width 600
@@ -335,7 +343,8 @@ Examples:
     .action(async (campaign: string, flags: { format: ManifestFormat; output?: string }) => {
       await withCampaigns(async ({ store, storage }) => {
         const meta = await loadCampaign(store, campaign);
-        const fill = (write: Write) => writeManifestTo(store, storage, meta, flags.format, write);
+        const fill = (write: Write) =>
+          writeManifestTo(recordSource(store, storage), storage, meta, flags.format, write);
         if (flags.output) await writeToFile(flags.output, fill);
         else await fill(writeToStdout);
       });

@@ -87,8 +87,9 @@ Examples:
     .addHelpText(
       'after',
       `
-Removes the campaign's hash, rows, input order, producer leases, its jobs still queued and its entry in the
-campaign list. Codes are never deleted (other campaigns may share them), nor is the manifest.
+Removes the campaign's records: in Redis its hash, window, failed rows, producer leases, its jobs still queued
+and its entry in the campaign list; in storage its record (the chunk files of its rows). Codes are never
+deleted (other campaigns may share them), nor is the manifest.
 
 Examples:
   wxacode delete spring-2026 --yes
@@ -104,12 +105,12 @@ Examples:
       const redis = await connectRedis(config.redisUrl);
       try {
         const store = new CampaignStore(redis, config.prefix);
-        const result = await deleteCampaign(store, redis, campaign, { force: flags.force }).catch((err) => {
-          throw err instanceof CampaignBusyError ? new UsageError(err.message) : err;
-        });
-        // Named, not contacted: the storage is only where the operator finds the codes and manifest still.
         const storage = createStorage(config);
-        await storage.close();
+        const result = await deleteCampaign(store, redis, campaign, { force: flags.force, storage })
+          .catch((err) => {
+            throw err instanceof CampaignBusyError ? new UsageError(err.message) : err;
+          })
+          .finally(() => storage.close());
         await writeToStdout(
           `campaign ${campaign} deleted: ${result.state}, ${result.rows} rows, ${result.jobsRemoved} queued jobs removed; ` +
             `its codes and manifest stay in ${storage.description}\n`,

@@ -9,7 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
 import type { Redis } from 'ioredis';
 import { CampaignLifecycle } from '../campaign/lifecycle.js';
-import { formatManifestRow, manifestHeader, manifestRows } from '../campaign/manifest.js';
+import { manifestText, recordSource } from '../campaign/manifest.js';
 import { type CampaignStatus, campaignStatus, loadCampaign } from '../campaign/operations.js';
 import { CampaignStore } from '../campaign/store.js';
 import { CodeWorker } from '../campaign/worker.js';
@@ -60,11 +60,8 @@ export interface RunResult {
 async function writeManifestFile(store: CampaignStore, storage: Storage, campaign: string, file: string) {
   const meta = await loadCampaign(store, campaign);
   const format = file.endsWith('.jsonl') ? 'jsonl' : 'csv';
-  async function* lines() {
-    yield manifestHeader(meta, format);
-    for await (const row of manifestRows(store, storage, meta)) yield formatManifestRow(meta, row, format);
-  }
-  await pipeline(Readable.from(lines()), createWriteStream(file));
+  const text = manifestText(recordSource(store, storage), storage, meta, format);
+  await pipeline(Readable.from(text), createWriteStream(file));
 }
 
 /** Said before any work rather than after the campaign: appending nothing keeps an existing file as it is. */

@@ -38,6 +38,11 @@ export const ENQUEUE_FIELDS = {
   },
   column: { type: 'string', description: 'CSV column or JSONL field (default scene, or path for A/C)' },
   skipInvalid: { type: 'boolean', description: 'enqueue the valid rows even when some are invalid' },
+  priority: {
+    type: 'string',
+    enum: ['high', 'normal', 'low'],
+    description: "high goes before the app's other campaigns; one level shares the cap (default normal)",
+  },
 } as const;
 
 export const CREATE_QUERY = { type: 'object', properties: ENQUEUE_FIELDS, additionalProperties: false };

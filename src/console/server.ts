@@ -22,16 +22,12 @@ import Fastify, {
 } from 'fastify';
 import { Redis } from 'ioredis';
 import { CampaignLifecycle } from '../campaign/lifecycle.js';
-import {
-  formatManifestRow,
-  type ManifestFormat,
-  manifestHeader,
-  manifestRows,
-} from '../campaign/manifest.js';
+import { type ManifestFormat, manifestText, recordSource } from '../campaign/manifest.js';
 import {
   allCampaignStatuses,
   campaignStatus,
   loadCampaign,
+  resumeCampaign,
   retryCampaign,
   UnknownCampaignError,
 } from '../campaign/operations.js';
@@ -39,7 +35,7 @@ import { LOCAL_ERRCODE } from '../campaign/policy.js';
 import { EnqueueError, enqueueCampaign, type InvalidRow, type RowSource } from '../campaign/producer.js';
 import { jobsFor, openQueue } from '../campaign/queue.js';
 import { SourceError, type SourceFormat } from '../campaign/source.js';
-import { type CampaignMeta, CampaignStore, producerLease } from '../campaign/store.js';
+import { type CampaignMeta, CampaignStore, PRIORITIES, type PriorityName } from '../campaign/store.js';
 import { codeOptionsFromFlags } from '../cli/campaign.js';
 import { UsageError } from '../cli/context.js';
 import type { Config } from '../config.js';
@@ -145,6 +141,7 @@ type EnqueueFields = {
   format?: SourceFormat;
   column?: string;
   skipInvalid?: boolean;
+  priority?: PriorityName;
 };
 
 function optionsOf(fields: EnqueueFields): CodeOptions {
@@ -544,23 +541,8 @@ export async function buildConsole(o: ConsoleOptions): Promise<Console> {
           `campaign ${id} is ${meta.state}: only a stopped campaign resumes`,
         );
       }
-      // A resume is a producer, as a retry is: the lease keeps the campaign from completing before its rows are
-      // back in the queue. Workers dropped the jobs of the stopped campaign; the pending rows are queued again
-      // (same job ids, so those still queued keep their place) and failed rows stay failed.
-      const lease = producerLease();
-      await lifecycle.resume(id, lease);
-      const release = lifecycle.holdOpen(id, lease);
-      const queue = openQueue(redis, config.prefix, meta.appid);
-      try {
-        for await (const batch of store.rows(id)) {
-          const pending = batch.filter(({ row }) => row.status === 'pending').map(({ value }) => value);
-          if (pending.length > 0) await queue.addBulk(jobsFor(id, pending));
-        }
-      } finally {
-        release();
-        await queue.close();
-      }
-      await lifecycle.finishEnqueue(id, lease.id);
+      // Failed rows stay failed: that is what `retry` is for.
+      await resumeCampaign(store, redis, id, { storage });
       logger.info({ campaign: id, by: who.get(request)!.name }, 'campaign resumed from the console');
       return campaignStatus(store, id, storage);
     },
@@ -572,15 +554,11 @@ export async function buildConsole(o: ConsoleOptions): Promise<Console> {
     async (request, reply) => {
       const meta = await loadCampaign(store, request.params.id);
       const format = request.query.format ?? 'csv';
-      async function* lines() {
-        yield manifestHeader(meta, format);
-        for await (const row of manifestRows(store, storage, meta))
-          yield formatManifestRow(meta, row, format);
-      }
+      const text = manifestText(recordSource(store, storage), storage, meta, format);
       return reply
         .type(format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson; charset=utf-8')
         .header('Content-Disposition', `attachment; filename="${meta.id}.${format}"`)
-        .send(Readable.from(lines()));
+        .send(Readable.from(text));
     },
   );
 
@@ -713,6 +691,7 @@ export async function buildConsole(o: ConsoleOptions): Promise<Console> {
             format,
             column: fields.column,
             skipInvalid: fields.skipInvalid,
+            priority: PRIORITIES[fields.priority ?? 'normal'],
             storage,
             onInvalid: (row) => {
               if (invalidRows.length < MAX_LISTED_INVALID) invalidRows.push(row);

@@ -1,28 +1,27 @@
--- Set a row's status and move the counters with it. A done row stays done: its image is stored.
+-- Settle a queued row: it leaves the window, done, or failed with its reason kept for `retry`. A row that is not
+-- in the window is settled already (a second worker on the same job, a job added twice): nothing changes.
 --   KEYS[1] meta       the campaign:<id> hash
---   KEYS[2] rows       the campaign:<id>:rows hash
---   KEYS[3] producers  the campaign:<id>:producers sorted set
---   ARGV[1] row value, ARGV[2] new status (PENDING, DONE, or FAILED followed by errcode|errmsg)
--- Returns COMPLETED when this row completed the campaign, UNKNOWN for a row never added, else OPEN.
+--   KEYS[2] window     the campaign:<id>:window hash
+--   KEYS[3] failed     the campaign:<id>:failed hash, slot -> JSON [errcode, errmsg, value]
+--   KEYS[4] producers  the campaign:<id>:producers sorted set
+--   ARGV[1] slot, ARGV[2] DONE or FAILED, ARGV[3] errcode, ARGV[4] errmsg
+-- Returns COMPLETED when this row completed the campaign, UNKNOWN for a campaign that does not exist, else OPEN.
 -- The statuses and results are declared ahead of this script by store.ts (LUA_CONSTANTS).
-local meta, rows, producers = KEYS[1], KEYS[2], KEYS[3]
-local value, status = ARGV[1], ARGV[2]
+local meta, window, failed, producers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local slot, status, errcode, errmsg = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
 -- @include producers
 -- @include completeIfSettled
 
-local old = redis.call('HGET', rows, value)
-if not old then return UNKNOWN end
-local was = string.sub(old, 1, 1)
-local becomes = string.sub(status, 1, 1)
-if was == DONE then return OPEN end
-redis.call('HSET', rows, value, status)
-if was ~= becomes then
-  if was == FAILED then redis.call('HINCRBY', meta, 'failed', -1) end
-  if becomes == DONE then
-    redis.call('HINCRBY', meta, 'done', 1)
-  elseif becomes == FAILED then
-    redis.call('HINCRBY', meta, 'failed', 1)
-  end
+if redis.call('EXISTS', meta) == 0 then return UNKNOWN end
+local value = redis.call('HGET', window, slot)
+if not value then return OPEN end
+redis.call('HDEL', window, slot)
+redis.call('HINCRBY', meta, 'queued', -1)
+if status == DONE then
+  redis.call('HINCRBY', meta, 'done', 1)
+else
+  redis.call('HSET', failed, slot, cjson.encode({tonumber(errcode), errmsg, value}))
+  redis.call('HINCRBY', meta, 'failed', 1)
 end
 return complete_if_settled(meta, producers)

@@ -5,7 +5,7 @@ import { LocalStorage } from './local.js';
 import { S3Storage } from './s3.js';
 import type { Storage } from './storage.js';
 
-export { decodeSegment, encodeSegment, manifestKey, objectKey } from './keys.js';
+export { decodeSegment, encodeSegment, manifestKey, objectKey, recordKey } from './keys.js';
 export { LocalStorage } from './local.js';
 export { PART_BYTES, S3Storage, type S3StorageOptions, type S3Target } from './s3.js';
 export { isPermanentStorageError, type PutResult, type Storage, StorageError } from './storage.js';

@@ -121,6 +121,16 @@ export function manifestKey(appid: string, campaign: string, ext: 'csv' | 'jsonl
   return `${encodeSegment(appid)}/manifests/${encodeSegment(campaign)}.${ext}`;
 }
 
+/** Where a chunk of a campaign's record goes: `<appid>/records/<campaign>/<chunk name>.jsonl`. */
+export function recordKey(appid: string, campaign: string, chunk: string): string {
+  if (appid === '' || campaign === '' || chunk === '') {
+    throw new Error(
+      `cannot build a record key from appid "${appid}", campaign "${campaign}", chunk "${chunk}"`,
+    );
+  }
+  return `${encodeSegment(appid)}/records/${encodeSegment(campaign)}/${encodeSegment(chunk)}.jsonl`;
+}
+
 /**
  * A key as a path in a local folder: its file name with every upper-case letter A-Z written as `~XX`, the escape
  * `encodeSegment` uses, so the name still decodes to the same value. What is left is lower-case letters, digits,
