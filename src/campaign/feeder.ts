@@ -27,6 +27,10 @@ export const FEED_INTERVAL_MS = 250;
 /** How long a feeder's hold on an app lasts without renewal: a dead feeder is replaced within this. */
 const LEASE_MS = 5_000;
 
+/** After a failure, the first wait before trying again; it doubles with each failure in a row, up to the max. */
+const RETRY_MS = 1_000;
+const RETRY_MAX_MS = 30_000;
+
 export interface FeederOptions {
   lifecycle: CampaignLifecycle;
   storage: Storage;
@@ -50,6 +54,8 @@ export class Feeder {
   readonly #logger: Logger;
   readonly #holder = randomUUID();
   readonly #campaigns = new Map<string, FeedState>();
+  /** What failed, by campaign (or app), and when to try it again. */
+  readonly #retries = new Map<string, { at: number; failures: number }>();
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> = Promise.resolve();
   #closed = false;
@@ -74,23 +80,47 @@ export class Feeder {
     this.#timer.unref();
   }
 
-  /** One round over the apps this feeder leads. Errors are logged and the next tick tries again. */
+  /**
+   * One round over the apps this feeder leads. What fails (Redis away, a chunk storage will not give) is logged
+   * and tried again later, backing off to RETRY_MAX_MS, without holding up the app's other campaigns.
+   */
   async tick(): Promise<void> {
     const store = this.#o.lifecycle.store;
     for (const appid of this.#o.apps) {
       if (this.#closed) return;
-      try {
-        if (!(await store.takeLease(`feeder:${appid}`, this.#holder, LEASE_MS))) continue;
-        for (const id of await store.feeding(appid)) {
-          if (this.#closed) return;
-          await this.#topUp(appid, id);
-        }
-      } catch (err) {
-        this.#logger.warn(
-          { appid, err: (err as Error).message },
-          'feeding failed; the next tick tries again',
-        );
+      const leading = await this.#attempt(appid, undefined, () =>
+        store.takeLease(`feeder:${appid}`, this.#holder, LEASE_MS),
+      );
+      if (!leading) continue;
+      const campaigns = (await this.#attempt(appid, undefined, () => store.feeding(appid))) ?? [];
+      for (const id of campaigns) {
+        if (this.#closed) return;
+        await this.#attempt(appid, id, () => this.#topUp(appid, id));
       }
+    }
+  }
+
+  async #attempt<T>(
+    appid: string,
+    campaign: string | undefined,
+    work: () => Promise<T>,
+  ): Promise<T | undefined> {
+    const key = campaign ?? `app ${appid}`;
+    const retry = this.#retries.get(key);
+    if (retry && Date.now() < retry.at) return undefined;
+    try {
+      const result = await work();
+      this.#retries.delete(key);
+      return result;
+    } catch (err) {
+      const failures = (retry?.failures ?? 0) + 1;
+      const waitMs = Math.min(RETRY_MAX_MS, RETRY_MS * 2 ** (failures - 1));
+      this.#retries.set(key, { at: Date.now() + waitMs, failures });
+      this.#logger.warn(
+        { appid, campaign, err: (err as Error).message, retryInMs: waitMs },
+        'feeding failed',
+      );
+      return undefined;
     }
   }
 

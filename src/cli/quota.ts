@@ -8,7 +8,7 @@ import {
   QuotaLedger,
   SOURCES,
 } from '../campaign/ledger.js';
-import { openQueue } from '../campaign/queue.js';
+import { CampaignStore } from '../campaign/store.js';
 import { type Config, formatRateLimit, pickApp, workerApps } from '../config.js';
 import { cliConfig, connectRedis, parseInteger, UsageError } from './context.js';
 
@@ -40,23 +40,22 @@ export function formatUsage(u: AppUsage): string {
 }
 
 /**
- * How long the jobs queued for an app take at the configured cap: what a B campaign costs. Jobs of codes
- * already stored make no call, so this is the longest it takes.
+ * How long the rows left in an app's running campaigns take at the configured cap: what a B campaign costs.
+ * Rows whose code is stored already make no call, so this is the longest it takes.
  */
 export async function queuedTime(config: Config, redis: Redis, appid: string): Promise<string> {
-  const queue = openQueue(redis, config.prefix, appid);
-  try {
-    const counts = await queue.getJobCounts('waiting', 'prioritized', 'delayed', 'active');
-    const jobs = Object.values(counts).reduce((sum, n) => sum + n, 0);
-    const rate = config.rateLimit;
-    const seconds = Math.ceil((jobs * rate.durationMs) / rate.count / 1000);
-    return (
-      `app ${appid}: ${formatCount(jobs)} codes queued, about ${formatDuration(seconds)} at ${formatRateLimit(rate)} ` +
-      '(codes already stored take no call)'
-    );
-  } finally {
-    await queue.close();
+  const store = new CampaignStore(redis, config.prefix);
+  let rows = 0;
+  for (const id of await store.feeding(appid)) {
+    const meta = await store.get(id);
+    if (meta && meta.state !== 'stopped') rows += meta.total - meta.done - meta.failed;
   }
+  const rate = config.rateLimit;
+  const seconds = Math.ceil((rows * rate.durationMs) / rate.count / 1000);
+  return (
+    `app ${appid}: ${formatCount(rows)} codes to go, about ${formatDuration(seconds)} at ${formatRateLimit(rate)} ` +
+    '(codes already stored take no call)'
+  );
 }
 
 function formatDuration(seconds: number): string {

@@ -213,7 +213,7 @@ export async function buildConsole(o: ConsoleOptions): Promise<Console> {
   const store = new CampaignStore(redis, config.prefix);
   const storage: Storage = createStorage(config, { logger });
   const lifecycle = new CampaignLifecycle(store, storage, logger);
-  const failures = new FailureGroups(redis, config.prefix);
+  const failures = new FailureGroups(store);
   const samples = new Samples(10 * 60_000);
   const queues = new Map<string, Queue>();
 

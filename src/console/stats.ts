@@ -43,38 +43,26 @@ export interface FailureGroup {
 }
 
 /**
- * Failed rows by errcode. A campaign's rows hash can hold a million rows: it is scanned only when its failed
- * count changed since the last scan, and the result kept.
+ * Failed rows by errcode. A campaign's failed rows can be many: they are scanned only when its failed count
+ * changed since the last scan, and the result kept.
  */
 export class FailureGroups {
   readonly #cache = new Map<string, { failed: number; groups: FailureGroup[] }>();
 
-  constructor(
-    readonly redis: Redis,
-    readonly prefix: string,
-  ) {}
+  constructor(readonly store: CampaignStore) {}
 
   async of(campaign: string, failed: number): Promise<FailureGroup[]> {
     if (failed === 0) return [];
     const cached = this.#cache.get(campaign);
     if (cached?.failed === failed) return cached.groups;
     const groups = new Map<number, FailureGroup>();
-    const key = `${this.prefix}:campaign:${campaign}:rows`;
-    let cursor = '0';
-    do {
-      const [next, entries] = await this.redis.hscan(key, cursor, 'COUNT', 2000);
-      cursor = next;
-      for (let i = 1; i < entries.length; i += 2) {
-        const raw = entries[i]!;
-        if (raw[0] !== 'f') continue;
-        const bar = raw.indexOf('|');
-        const errcode = Number(raw.slice(1, bar));
+    for await (const batch of this.store.failedRows(campaign, 2000)) {
+      for (const { errcode, errmsg } of batch) {
         const group = groups.get(errcode);
         if (group) group.count++;
-        else
-          groups.set(errcode, { errcode, count: 1, errmsg: raw.slice(bar + 1), advice: adviceFor(errcode) });
+        else groups.set(errcode, { errcode, count: 1, errmsg, advice: adviceFor(errcode) });
       }
-    } while (cursor !== '0');
+    }
     const sorted = [...groups.values()].sort((a, b) => b.count - a.count);
     this.#cache.set(campaign, { failed, groups: sorted });
     return sorted;
