@@ -1,14 +1,17 @@
 /**
  * WXACODE_RETENTION: the workers' periodic reconcile drops the Redis records of their apps' campaigns that
  * completed longer ago than the retention, and nothing else (active, stopped, recent, other apps' campaigns);
- * storage keeps the codes and manifests.
+ * storage keeps the codes and manifests, and loses the dropped campaigns' records.
  */
 import { expect, it } from 'vitest';
 import { CampaignLifecycle } from '../../src/campaign/lifecycle.js';
+import { openQueue } from '../../src/campaign/queue.js';
 import { Reconciler } from '../../src/campaign/reconcile.js';
+import { CHUNK_CONTENT_TYPE, encodeChunk } from '../../src/campaign/record.js';
 import { producerLease } from '../../src/campaign/store.js';
 import { CodeWorker } from '../../src/campaign/worker.js';
 import { loadConfig } from '../../src/config.js';
+import { LocalStorage, recordKey } from '../../src/storage/index.js';
 import { codeOptions } from '../../src/wechat/params.js';
 import { waitFor } from '../../test-support/wait.js';
 import { useLocalStack } from '../helpers/stack.js';
@@ -19,15 +22,19 @@ const OPTIONS = codeOptions({ kind: 'unlimited' });
 const HOUR_MS = 3_600_000;
 const stack = useLocalStack({ [APPID]: 'retention-secret' });
 
-/** A campaign of two rows in `state`, created (and completed, if it is) `agoMs` ago. */
+/** A campaign of two rows, recorded and fed, in `state`, created (and completed, if it is) `agoMs` ago. */
 async function campaign(id: string, state: 'completed' | 'active' | 'stopped', agoMs: number, appid = APPID) {
   const { store } = stack;
   const lease = producerLease();
+  const values = [`${id}-1`, `${id}-2`];
   await store.open(id, appid, OPTIONS, lease);
-  await store.addRows(id, [`${id}-1`, `${id}-2`], lease);
+  await storage().put(recordKey(appid, id, 'c0'), encodeChunk(values), CHUNK_CONTENT_TYPE);
+  await store.addChunk(id, { name: 'c0', rows: values.length }, lease);
+  const rows = values.map((value, row) => ({ slot: `0:${row}`, value }));
+  expect(await store.feed(id, { chunk: 0, row: 0 }, { chunk: 1, row: 0 }, rows)).toBe(true);
   if (state === 'completed') {
-    await store.markRow(id, `${id}-1`, { status: 'done' });
-    await store.markRow(id, `${id}-2`, { status: 'failed', errcode: 40169, errmsg: 'invalid scene' });
+    await store.markRow(id, '0:0', { status: 'done' });
+    await store.markRow(id, '0:1', { status: 'failed', errcode: 40169, errmsg: 'invalid scene' });
   }
   await store.finishEnqueue(id, lease.id);
   if (state === 'stopped') await store.stop(id, 41030, 'invalid page');
@@ -35,6 +42,15 @@ async function campaign(id: string, state: 'completed' | 'active' | 'stopped', a
   const at = Date.now() - agoMs;
   await stack.redis.hset(`${stack.prefix}:campaign:${id}`, 'createdAt', at);
   if (state === 'completed') await stack.redis.hset(`${stack.prefix}:campaign:${id}`, 'completedAt', at);
+}
+
+/** The folder the stack's workers store in. */
+function storage(): LocalStorage {
+  return new LocalStorage(stack.dir);
+}
+
+async function recorded(id: string, appid = APPID): Promise<boolean> {
+  return storage().exists(recordKey(appid, id, 'c0'));
 }
 
 /**
@@ -64,11 +80,15 @@ it('drops completed campaigns older than the retention on the next pass, and kee
   // Completed before completedAt was recorded: counted from its creation.
   await campaign('legacy-done', 'completed', 2 * HOUR_MS);
   await stack.redis.hdel(`${stack.prefix}:campaign:legacy-done`, 'completedAt');
-  expect(await keysOf('old-done')).toHaveLength(3);
+  // Its hash, its chunk list and its failed row; the window emptied as its rows settled.
+  expect((await keysOf('old-done')).sort()).toEqual(
+    ['', ':chunks', ':failed'].map((part) => `${stack.prefix}:campaign:old-done${part}`),
+  );
 
+  const queue = openQueue(stack.redis, stack.prefix, APPID);
   const reconciler = Reconciler.start({
-    lifecycle: new CampaignLifecycle(stack.store),
-    connection: stack.redis,
+    lifecycle: new CampaignLifecycle(stack.store, storage()),
+    queue: () => queue,
     apps: [APPID],
     intervalMs: 200,
     retentionMs: HOUR_MS,
@@ -82,10 +102,15 @@ it('drops completed campaigns older than the retention on the next pass, and kee
     await twoPasses();
   } finally {
     await reconciler.close();
+    await queue.close();
   }
   expect(await stack.store.list()).toEqual(['new-done', 'old-active', 'old-stopped', 'other-app-done']);
   expect(await keysOf('old-done')).toEqual([]);
   expect(await keysOf('legacy-done')).toEqual([]);
+  expect(await recorded('old-done')).toBe(false);
+  expect(await recorded('legacy-done')).toBe(false);
+  for (const id of ['new-done', 'old-active', 'old-stopped']) expect(await recorded(id), id).toBe(true);
+  expect(await recorded('other-app-done', OTHER_APP)).toBe(true);
   expect(await keysOf('old-active')).toHaveLength(3);
   expect(await stack.store.state('old-active')).toBe('active');
 });
@@ -116,4 +141,5 @@ it('is read from WXACODE_RETENTION by workers, and forever without it', async ()
     await worker.close();
   }
   expect(await keysOf('worker-old-done')).toEqual([]);
+  expect(await recorded('worker-old-done')).toBe(false);
 });
