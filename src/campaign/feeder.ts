@@ -43,8 +43,13 @@ export interface FeederOptions {
   logger?: Logger;
 }
 
-/** What a feeder keeps of a campaign between ticks: its chunk list as far as read, and the chunk it feeds from. */
+/**
+ * What a feeder keeps of a campaign between ticks: its chunk list as far as read, and the chunk it feeds from.
+ * A campaign deleted and enqueued again under its id is another campaign: `createdAt` tells them apart.
+ */
 interface FeedState {
+  appid: string;
+  createdAt: number;
   chunks: ChunkEntry[];
   current?: { index: number; values: string[] };
 }
@@ -92,7 +97,9 @@ export class Feeder {
         store.takeLease(`feeder:${appid}`, this.#holder, LEASE_MS),
       );
       if (!leading) continue;
-      const campaigns = (await this.#attempt(appid, undefined, () => store.feeding(appid))) ?? [];
+      const campaigns = await this.#attempt(appid, undefined, () => store.feeding(appid));
+      if (!campaigns) continue;
+      this.#forgetAllBut(appid, new Set(campaigns));
       for (const id of campaigns) {
         if (this.#closed) return;
         await this.#attempt(appid, id, () => this.#topUp(appid, id));
@@ -129,7 +136,6 @@ export class Feeder {
     const meta = await store.get(id);
     if (!meta || meta.state === 'completed' || meta.state === 'stopped') {
       await store.doneFeeding(appid, id);
-      this.#campaigns.delete(id);
       return;
     }
     // Topped up once a quarter of the window has room, so each add is a fair share, not a row at a time.
@@ -172,9 +178,19 @@ export class Feeder {
     return rows;
   }
 
+  /** Drop what is kept of the app's campaigns that left the feeding set (completed, stopped, deleted). */
+  #forgetAllBut(appid: string, feeding: Set<string>): void {
+    for (const [id, state] of this.#campaigns) {
+      if (state.appid === appid && !feeding.has(id)) this.#campaigns.delete(id);
+    }
+  }
+
   async #chunkValues(meta: CampaignMeta, index: number): Promise<string[] | undefined> {
-    const state = this.#campaigns.get(meta.id) ?? { chunks: [] };
-    this.#campaigns.set(meta.id, state);
+    let state = this.#campaigns.get(meta.id);
+    if (state?.createdAt !== meta.createdAt) {
+      state = { appid: meta.appid, createdAt: meta.createdAt, chunks: [] };
+      this.#campaigns.set(meta.id, state);
+    }
     if (state.current?.index === index) return state.current.values;
     if (index >= state.chunks.length) {
       state.chunks.push(...(await this.#o.lifecycle.store.chunks(meta.id, state.chunks.length)));

@@ -179,7 +179,7 @@ class RecordWriter {
     const name = `${this.lease.id.slice(0, 8)}-${this.#chunks++}`;
     const { storage, appid, campaign } = this.o;
     await storage.put(recordKey(appid, campaign, name), encodeChunk(this.#values), CHUNK_CONTENT_TYPE);
-    await this.store.addChunk(campaign, { name, rows: this.#values.length }, this.lease);
+    await this.store.addChunk(campaign, appid, { name, rows: this.#values.length }, this.lease);
     this.written += this.#values.length;
     this.#values = [];
     this.#bytes = 0;

@@ -25,9 +25,10 @@ export function queueName(appid: string): string {
 /**
  * Deterministic, so a row added twice while its job exists (a feeder and the reconcile, a retry racing a worker)
  * is queued once: BullMQ ignores an add whose job id exists. Short, because BullMQ copies it into each job's
- * options, and a job hash stays in Redis's compact encoding only while every field is under 64 bytes
- * (`hash-max-listpack-value`): about 300 bytes a job instead of 700. 66 bits of hash: only jobs queued at the
- * same time (a window of each campaign) can collide, with odds far below 1 in 10^8. The leading letter keeps BullMQ from reading it as a number.
+ * options: a job costs about 630 bytes of Redis (its options, with the priority, are just over the 64 bytes of
+ * `hash-max-listpack-value`, so the compact encoding is lost), and a campaign has at most a window of them.
+ * 66 bits of hash: only jobs queued at the same time can collide, with odds far below 1 in 10^8. The leading
+ * letter keeps BullMQ from reading it as a number.
  */
 export function jobId(campaign: string, slot: string): string {
   return `j${createHash('sha256').update(`${campaign}\n${slot}`).digest('base64url').slice(0, 11)}`;

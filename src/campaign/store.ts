@@ -151,7 +151,7 @@ const LUA_CONSTANTS = {
 
 const SCRIPTS = {
   wxCreateCampaign: luaScript('createCampaign', 4),
-  wxAddChunk: luaScript('addChunk', 3),
+  wxAddChunk: luaScript('addChunk', 4),
   wxFeed: luaScript('feed', 2),
   wxFinishEnqueue: luaScript('finishEnqueue', 2, LUA_CONSTANTS),
   wxMarkRow: luaScript('markRow', 4, LUA_CONSTANTS),
@@ -245,15 +245,17 @@ export class CampaignStore {
    * Register a chunk of the record, stored already, at the end of the campaign's input; its rows count in the
    * total from now on. The lease is renewed with it. Returns the chunk's index.
    */
-  async addChunk(id: string, chunk: ChunkEntry, lease?: ProducerLease): Promise<number> {
+  async addChunk(id: string, appid: string, chunk: ChunkEntry, lease?: ProducerLease): Promise<number> {
     const k = this.#keys(id);
     return (await this.#redis.wxAddChunk(
       k.meta,
       k.chunks,
       k.producers,
+      this.#feedingKey(appid),
       ...leaseArgs(lease),
       chunk.name,
       chunk.rows,
+      id,
     )) as number;
   }
 

@@ -16,7 +16,7 @@ afterAll(async () => {
 
 /** Register a chunk of one row for `lease`'s producer and feed it, as a feeder would: answers its slot. */
 async function addRow(id: string, value: string, lease: ProducerLease): Promise<string> {
-  const index = await store.addChunk(id, { name: `${lease.id}-${value}`, rows: 1 }, lease);
+  const index = await store.addChunk(id, 'wx1', { name: `${lease.id}-${value}`, rows: 1 }, lease);
   const slot = `${index}:0`;
   const { cursor } = (await store.get(id))!;
   expect(await store.feed(id, cursor, { chunk: index + 1, row: 0 }, [{ slot, value }])).toBe(true);
@@ -60,7 +60,11 @@ it('reopens a campaign completed while a producer whose lease ran out was still 
     await store.finishEnqueue('c3');
     return (await store.state('c3')) === 'completed';
   });
-  await store.addChunk('c3', { name: 'late-b', rows: 1 }, late);
+  // A feeder saw it completed and took it off the app's feeding set: the late rows must be fed all the same.
+  await store.doneFeeding('wx1', 'c3');
+  expect(await store.feeding('wx1')).not.toContain('c3');
+  await store.addChunk('c3', 'wx1', { name: 'late-b', rows: 1 }, late);
+  expect(await store.feeding('wx1')).toContain('c3');
   expect(await store.state('c3')).toBe('enqueuing');
   expect(await store.finishEnqueue('c3', late.id)).toBe(SETTLE_RESULT.open);
   expect(await store.get('c3')).toMatchObject({

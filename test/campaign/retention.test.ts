@@ -29,7 +29,7 @@ async function campaign(id: string, state: 'completed' | 'active' | 'stopped', a
   const values = [`${id}-1`, `${id}-2`];
   await store.open(id, appid, OPTIONS, lease);
   await storage().put(recordKey(appid, id, 'c0'), encodeChunk(values), CHUNK_CONTENT_TYPE);
-  await store.addChunk(id, { name: 'c0', rows: values.length }, lease);
+  await store.addChunk(id, appid, { name: 'c0', rows: values.length }, lease);
   const rows = values.map((value, row) => ({ slot: `0:${row}`, value }));
   expect(await store.feed(id, { chunk: 0, row: 0 }, { chunk: 1, row: 0 }, rows)).toBe(true);
   if (state === 'completed') {

@@ -45,7 +45,7 @@ describe('CampaignStore', () => {
   /** A campaign of one chunk of `values`, all fed; open while `lease` holds it, active without one. */
   async function fedCampaign(id: string, values: string[], lease?: ProducerLease): Promise<SlotRow[]> {
     expect((await store.open(id, APP, options, lease)).outcome).toBe('created');
-    await store.addChunk(id, { name: 'c0', rows: values.length }, lease);
+    await store.addChunk(id, APP, { name: 'c0', rows: values.length }, lease);
     const rows = rowsOf(0, values);
     expect(await store.feed(id, at(0, 0), at(1, 0), rows)).toBe(true);
     if (!lease) expect(await store.finishEnqueue(id)).toBe(SETTLE_RESULT.open);
@@ -69,11 +69,11 @@ describe('CampaignStore', () => {
   it('registers chunks in input order, counting their rows in the total', async () => {
     const lease = producerLease();
     expect(await store.open('chunks', APP, options, lease)).toEqual({ outcome: 'created' });
-    expect(await store.addChunk('chunks', { name: 'p-0', rows: 7 }, lease)).toBe(0);
-    expect(await store.addChunk('chunks', { name: 'p-1', rows: 3 }, lease)).toBe(1);
+    expect(await store.addChunk('chunks', APP, { name: 'p-0', rows: 7 }, lease)).toBe(0);
+    expect(await store.addChunk('chunks', APP, { name: 'p-1', rows: 3 }, lease)).toBe(1);
     // Reopened by a second enqueue: its chunks go after the first's.
     expect(await store.open('chunks', APP, options)).toEqual({ outcome: 'exists' });
-    expect(await store.addChunk('chunks', { name: 'q 0', rows: 5 })).toBe(2);
+    expect(await store.addChunk('chunks', APP, { name: 'q 0', rows: 5 })).toBe(2);
     expect(await store.chunks('chunks')).toEqual([
       { name: 'p-0', rows: 7 },
       { name: 'p-1', rows: 3 },
@@ -94,8 +94,8 @@ describe('CampaignStore', () => {
 
   it('feeds from the cursor the feeder read, once among racing feeders, and only while running', async () => {
     await store.open('feed', APP, options);
-    await store.addChunk('feed', { name: 'c0', rows: 4 });
-    await store.addChunk('feed', { name: 'c1', rows: 4 });
+    await store.addChunk('feed', APP, { name: 'c0', rows: 4 });
+    await store.addChunk('feed', APP, { name: 'c1', rows: 4 });
     await store.finishEnqueue('feed');
     const values = ['a', 'b', 'c', 'd'];
     // Feeders that all read the cursor at 0:0 race to queue overlapping rows: only one moves it.

@@ -167,7 +167,7 @@ describe('windowed feeding', () => {
     const bigDone = async () => (await ctx.store.get('big'))!.done;
     const worker = await CodeWorker.start({ config: ctx.config, concurrency: 8 });
     try {
-      await enqueue(ctx, 'big', rows('big', 1500));
+      await enqueue(ctx, 'big', rows('big', 5000));
       await waitFor('the big campaign to be under way', async () => (await bigDone()) >= 100);
       // Measured in rows of the big campaign done meanwhile, not in seconds: a busy machine slows both alike.
       // Counted from when the enqueue returns: the feeders queue nothing of a campaign before that.
@@ -180,10 +180,10 @@ describe('windowed feeding', () => {
       await completed(ctx, 'fair');
       const duringFair = (await bigDone()) - atFair;
       // Ahead of the urgent rows were only the big one's jobs already taken (concurrency 8, and those waiting
-      // for the limiter); first in, first out, it would have waited for the big one's 1400 rows left.
+      // for the limiter); first in, first out, it would have waited for the big one's 4900 rows left.
       expect(duringUrgent, 'rows of the big campaign done while the urgent one ran').toBeLessThan(40);
       // The fair one waits behind at most one window of the big one, then they take turns: about as many big
-      // rows as its own 100 go meanwhile, not the 1300 or so left.
+      // rows as its own 100 go meanwhile, not the 4800 or so left.
       expect(duringFair, 'rows of the big campaign done while the fair one ran').toBeLessThanOrEqual(
         WINDOW + 150,
       );
