@@ -3,17 +3,22 @@
  * the mock WeChat server, a local storage folder and the harness Redis (a private one for /healthz).
  */
 import { Redis } from 'ioredis';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Feeder } from '../src/campaign/feeder.js';
+import { CampaignLifecycle } from '../src/campaign/lifecycle.js';
 import { campaignStatus } from '../src/campaign/operations.js';
 import { enqueueCampaign } from '../src/campaign/producer.js';
-import { jobsFor, openQueue } from '../src/campaign/queue.js';
+import { openQueue } from '../src/campaign/queue.js';
+import { CHUNK_CONTENT_TYPE, encodeChunk } from '../src/campaign/record.js';
 import type { CampaignStore } from '../src/campaign/store.js';
 import { CodeWorker, type CodeWorkerOptions } from '../src/campaign/worker.js';
 import { type Config, loadConfig } from '../src/config.js';
 import { WorkerMetrics } from '../src/metrics.js';
 import { type MetricsServer, startMetricsServer, type WorkerState } from '../src/metrics-server.js';
+import { createStorage, recordKey, type Storage } from '../src/storage/index.js';
 import { codeOptions } from '../src/wechat/params.js';
 import { removeDir, startRedis } from '../test-support/redis-server.js';
+import { waitFor } from '../test-support/wait.js';
 import { useLocalStack } from './helpers/stack.js';
 
 const APPID = 'wxmetrics000000001';
@@ -26,10 +31,16 @@ const { prefix } = stack;
 let redis: Redis;
 let store: CampaignStore;
 let config: Config;
+let storage: Storage;
 
 beforeAll(() => {
   ({ redis, store } = stack);
   config = loadConfig(stack.env());
+  storage = createStorage(config);
+});
+
+afterAll(async () => {
+  await storage.close();
 });
 
 interface Sample {
@@ -68,14 +79,15 @@ async function scrape(server: MetricsServer): Promise<Sample[]> {
   return parse(await res.text());
 }
 
-async function settled(campaign: string) {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const s = await campaignStatus(store, campaign);
-    if (s.state === 'completed' || s.state === 'stopped') return s;
-    if (Date.now() > deadline) throw new Error(`campaign ${campaign} did not settle`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+function settled(campaign: string) {
+  return waitFor(
+    `campaign ${campaign} to settle`,
+    async () => {
+      const s = await campaignStatus(store, campaign);
+      return (s.state === 'completed' || s.state === 'stopped') && s;
+    },
+    { everyMs: 50 },
+  );
 }
 
 /** A worker reporting to fresh metrics served on a free port of 127.0.0.1. */
@@ -94,7 +106,7 @@ async function observedWorker(options: Partial<CodeWorkerOptions> = {}) {
 }
 
 function enqueue(campaign: string, values: string[], appid = APPID) {
-  return enqueueCampaign({ redis, prefix, campaign, appid, options: OPTIONS, input: () => values });
+  return enqueueCampaign({ redis, prefix, storage, campaign, appid, options: OPTIONS, input: () => values });
 }
 
 describe('/metrics after a run', () => {
@@ -158,12 +170,11 @@ describe('/metrics after a run', () => {
   it('counts a failed row by its errcode', async () => {
     const run = await observedWorker();
     try {
-      // Enqueue validation would refuse a scene with a space, so the row goes in as a stale job would.
+      // Enqueue validation would refuse a scene with a space, so the row goes in as a record written by hand.
+      const rows = ['has space', 'fine'];
       await store.open('bad-scene', APPID, OPTIONS);
-      await store.addRows('bad-scene', ['has space', 'fine']);
-      const queue = openQueue(redis, prefix, APPID);
-      await queue.addBulk(jobsFor('bad-scene', ['has space', 'fine']));
-      await queue.close();
+      await storage.put(recordKey(APPID, 'bad-scene', 'hand-0'), encodeChunk(rows), CHUNK_CONTENT_TYPE);
+      await store.addChunk('bad-scene', APPID, { name: 'hand-0', rows: rows.length });
       await store.finishEnqueue('bad-scene');
       expect(await settled('bad-scene')).toMatchObject({ state: 'completed', done: 1, failed: 1 });
       const samples = await scrape(run.server);
@@ -204,15 +215,29 @@ describe('/metrics after a run', () => {
 
 describe('queue and campaign gauges', () => {
   it('report queued jobs per app and the rows and state of each campaign still running', async () => {
-    // OTHER has no worker here: its jobs wait.
+    // OTHER has no worker here, only a feeder as a worker runs: the jobs it queues wait.
     const metrics = new WorkerMetrics({ redis, prefix, apps: [APPID, OTHER], processMetrics: false });
     const server = await startMetricsServer({ metrics, redis, state: () => 'running' });
+    const queue = openQueue(redis, prefix, OTHER);
     try {
       await enqueue('waiting', ['w-1', 'w-2', 'w-3'], OTHER);
-      await store.open('halted', OTHER, OPTIONS);
-      await store.addRows('halted', ['h-1']);
-      await store.finishEnqueue('halted');
+      await enqueue('halted', ['h-1'], OTHER);
       await store.stop('halted', 41030, 'invalid page');
+      const feeder = Feeder.start({
+        lifecycle: new CampaignLifecycle(store, storage),
+        storage,
+        apps: [OTHER],
+        queue: () => queue,
+        window: 100,
+      });
+      try {
+        await waitFor('the rows of the running campaign to be queued', async () => {
+          const meta = await store.get('waiting');
+          return meta?.queued === 3;
+        });
+      } finally {
+        await feeder.close();
+      }
 
       const samples = await scrape(server);
       expect(value(samples, 'wxacode_queue_jobs', { appid: OTHER, state: 'waiting' })).toBe(3);
@@ -227,6 +252,7 @@ describe('queue and campaign gauges', () => {
     } finally {
       await server.close();
       await metrics.close();
+      await queue.close();
     }
   });
 });

@@ -12,13 +12,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { campaignStatus, retryCampaign } from '../../src/campaign/operations.js';
 import { EnqueueError, enqueueCampaign } from '../../src/campaign/producer.js';
 import { jobsFor, queueName } from '../../src/campaign/queue.js';
-import { CampaignStore } from '../../src/campaign/store.js';
+import { recordKeys, recordRows } from '../../src/campaign/record.js';
+import { CampaignStore, slotOf } from '../../src/campaign/store.js';
 import { CodeWorker } from '../../src/campaign/worker.js';
 import { type Config, loadConfig } from '../../src/config.js';
 import { type MockServer, startMockServer } from '../../src/mock/server.js';
-import { createStorage, objectKey } from '../../src/storage/index.js';
+import { createStorage, objectKey, type Storage } from '../../src/storage/index.js';
 import { type CodeOptions, codeOptions } from '../../src/wechat/params.js';
-import { spawnCli } from '../../test-support/cli.js';
+import { runCli, spawnCli } from '../../test-support/cli.js';
 import { startS3, type TestS3 } from '../../test-support/s3.js';
 import { waitFor } from '../../test-support/wait.js';
 import { busiestWindow } from '../../test-support/windows.js';
@@ -34,6 +35,7 @@ let s3: TestS3;
 let mock: MockServer;
 let dir: string;
 const prefixes: string[] = [];
+const storages: Storage[] = [];
 
 function env(prefix: string, extra: Record<string, string> = {}): Record<string, string> {
   return {
@@ -49,11 +51,20 @@ function env(prefix: string, extra: Record<string, string> = {}): Record<string,
   };
 }
 
-function setup(extra: Record<string, string> = {}): { prefix: string; config: Config; store: CampaignStore } {
+interface Ctx {
+  prefix: string;
+  config: Config;
+  store: CampaignStore;
+  storage: Storage;
+}
+
+function setup(extra: Record<string, string> = {}): Ctx {
   const prefix = testPrefix();
   prefixes.push(prefix);
   const config = loadConfig(env(prefix, extra));
-  return { prefix, config, store: new CampaignStore(redis, prefix) };
+  const storage = createStorage(config);
+  storages.push(storage);
+  return { prefix, config, store: new CampaignStore(redis, prefix), storage };
 }
 
 async function inputFile(name: string, text: string): Promise<string> {
@@ -111,8 +122,16 @@ async function expectStoredCode(config: Config, options: CodeOptions, value: str
   await storage.close();
 }
 
+/** The rows of a campaign's record, in input order, with their status. */
+async function rowsOf(ctx: Ctx, campaign: string) {
+  const meta = (await ctx.store.get(campaign))!;
+  const rows = [];
+  for await (const batch of recordRows(ctx.store, ctx.storage, meta)) rows.push(...batch);
+  return rows;
+}
+
 async function enqueue(
-  ctx: ReturnType<typeof setup>,
+  ctx: Ctx,
   campaign: string,
   file: string,
   options: CodeOptions,
@@ -121,6 +140,7 @@ async function enqueue(
   return enqueueCampaign({
     redis,
     prefix: ctx.prefix,
+    storage: ctx.storage,
     campaign,
     appid: APPID,
     options,
@@ -142,6 +162,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const prefix of prefixes) await deletePrefix(redis, prefix);
+  await Promise.all(storages.map((storage) => storage.close()));
   redis.disconnect();
   await mock.close();
   await s3.stop();
@@ -204,11 +225,13 @@ describe('a campaign end to end', () => {
     );
     for (const scene of scenes) await expectStoredCode(ctx.config, options, scene);
 
-    const manifest = await createStorage(ctx.config).get(`${APPID}/manifests/two-workers.csv`);
+    const manifest = await ctx.storage.get(`${APPID}/manifests/two-workers.csv`);
     const lines = manifest!.toString().trim().split('\n');
     expect(lines[0]).toBe('scene,status,url,key,errcode,errmsg');
     expect(lines).toHaveLength(rows + 1);
     expect(lines[1]).toContain('id=0&src=e2e,done,');
+    // In input order, however the two workers interleaved the rows.
+    expect(lines.slice(1).map((line) => line.split(',').slice(0, 2))).toEqual(scenes.map((s) => [s, 'done']));
   }, 120_000);
 
   it('loses nothing when a worker is killed with SIGKILL mid-run', async () => {
@@ -218,9 +241,14 @@ describe('a campaign end to end', () => {
     const options = codeOptions({ kind: 'unlimited' });
     await enqueue(ctx, 'killed', file, options);
     const victim = spawnCli(['worker', '--concurrency', '8'], { env: env(ctx.prefix) });
-    await waitFor('some codes', async () => (await campaignStatus(ctx.store, 'killed')).done >= 20);
-    victim.kill('SIGKILL');
-    await new Promise((r) => victim.on('close', r));
+    const victimClosed = new Promise((r) => victim.on('close', r));
+    try {
+      await waitFor('some codes', async () => (await campaignStatus(ctx.store, 'killed')).done >= 20);
+    } finally {
+      // Killed whatever happens, so that a failure here does not leave it calling WeChat in later tests.
+      victim.kill('SIGKILL');
+      await victimClosed;
+    }
     expect((await campaignStatus(ctx.store, 'killed')).state).toBe('active');
 
     const survivor = spawnCli(['worker'], { env: env(ctx.prefix) });
@@ -302,10 +330,18 @@ describe('a campaign end to end', () => {
     }
     // Only calls already waiting for the limiter when the first 41030 came back could be spent.
     expect(mock.stats(APPID).errors['41030']).toBeLessThanOrEqual(4);
+    // `export` lists a stopped campaign's rows too, in input order, each still to do.
+    const exported = await runCli(['export', 'bad-page', '--format', 'jsonl'], { env: env(ctx.prefix) });
+    expect(exported.code, exported.stderr).toBe(0);
+    const listed = exported.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { scene: string; status: string });
+    expect(listed.map(({ scene, status }) => [scene, status])).toEqual(rows.map((r) => [r, 'pending']));
 
     // Once the page is published, retry resumes the campaign and it completes.
     mock.configure({ publishedPages: null });
-    const retried = await retryCampaign(ctx.store, redis, 'bad-page');
+    const retried = await retryCampaign(ctx.store, redis, 'bad-page', ctx.storage);
     expect(retried.requeued).toBe(60);
     const worker2 = await CodeWorker.start({ config: ctx.config, concurrency: 4 });
     try {
@@ -350,6 +386,7 @@ describe('a campaign end to end', () => {
     await enqueueCampaign({
       redis,
       prefix: ctx.prefix,
+      storage: ctx.storage,
       campaign: 'bad-app',
       appid: other,
       options,
@@ -375,15 +412,18 @@ describe('a campaign end to end', () => {
     }
   });
 
-  it('fails a row with its last reason once BullMQ has used up its attempts on transient errors', async () => {
+  it('fails a row with its last reason once BullMQ has used up its attempts on transient errors, and retry does it again', async () => {
     const ctx = setup();
     const file = await inputFile('busy.txt', 'always-busy\n');
     await enqueue(ctx, 'busy', file, codeOptions({ kind: 'unlimited' }));
-    // The same job with a short retry schedule, so the test does not wait minutes for BullMQ's backoff.
+    // Fed here as a feeder would, with a short retry schedule, so the test does not wait minutes for BullMQ's
+    // backoff; the workers' feeders find the cursor past the row.
+    const meta = (await ctx.store.get('busy'))!;
+    const rows = [{ slot: slotOf({ chunk: 0, row: 0 }), value: 'always-busy' }];
+    expect(await ctx.store.feed('busy', meta.cursor, { chunk: 1, row: 0 }, rows)).toBe(true);
     const queue = new Queue(queueName(APPID), { connection: redis, prefix: ctx.prefix });
-    await queue.obliterate({ force: true });
     await queue.addBulk(
-      jobsFor('busy', ['always-busy']).map((job) => ({
+      jobsFor('busy', meta.priority, rows).map((job) => ({
         ...job,
         opts: { ...job.opts, attempts: 3, backoff: { type: 'fixed', delay: 10 } },
       })),
@@ -394,15 +434,35 @@ describe('a campaign end to end', () => {
     try {
       const status = await settled(ctx.store, 'busy');
       expect(status).toMatchObject({ state: 'completed', done: 0, failed: 1, pending: 0 });
-      expect(await ctx.store.rowStatus('busy', 'always-busy')).toEqual({
-        status: 'failed',
-        errcode: -1,
-        errmsg: expect.stringMatching(/system error.*\(after 3 attempts\)$/),
-      });
+      expect(await rowsOf(ctx, 'busy')).toEqual([
+        {
+          value: 'always-busy',
+          row: {
+            status: 'failed',
+            errcode: -1,
+            errmsg: expect.stringMatching(/system error.*\(after 3 attempts\)$/),
+          },
+        },
+      ]);
     } finally {
       await worker.close();
       mock.configure({ faults: {} });
     }
+
+    // The failed row goes back to the window, its job is added again, and this time it is done.
+    const retried = await retryCampaign(ctx.store, redis, 'busy', ctx.storage);
+    expect(retried.requeued).toBe(1);
+    expect(await ctx.store.get('busy')).toMatchObject({ state: 'active', failed: 0, queued: 1 });
+    const worker2 = await CodeWorker.start({ config: ctx.config });
+    try {
+      expect(await settled(ctx.store, 'busy')).toMatchObject({ state: 'completed', done: 1, failed: 0 });
+    } finally {
+      await worker2.close();
+    }
+    expect(await rowsOf(ctx, 'busy')).toEqual([{ value: 'always-busy', row: { status: 'done' } }]);
+    const failedLeft = [];
+    for await (const batch of ctx.store.failedRows('busy')) failedLeft.push(...batch);
+    expect(failedLeft).toEqual([]);
   });
 
   it('keeps hostile scenes inside the storage prefix', async () => {
@@ -443,11 +503,14 @@ describe('with S3 listing', () => {
     const all = await s3Keys(s3, '');
     expect(all.filter((key) => !prefixes.some((p) => key.startsWith(`${p}/`)))).toEqual([]);
     const keys = all.filter((key) => key.startsWith(`${ctx.prefix}/`));
-    // Two codes, the manifest, and the worker's write-check probe.
+    const record = await recordKeys(ctx.store, { id: 's3-prefix', appid: APPID });
+    expect(record).toHaveLength(1);
+    // Two codes, the campaign's record, the manifest, and the worker's write-check probe.
     expect(keys.sort()).toEqual(
       [
         `${ctx.prefix}/.wxacode-write-check`,
         `${ctx.prefix}/${APPID}/manifests/s3-prefix.csv`,
+        `${ctx.prefix}/${record[0]}`,
         ...['../escape', 'plain'].map(
           (v) => `${ctx.prefix}/${objectKey({ appid: APPID, options, value: v })}`,
         ),

@@ -1,6 +1,6 @@
 /**
- * Several producers of one campaign: it completes only once none of them is adding rows, and its manifest lists
- * every row, while a producer that died holds it open no longer than its lease.
+ * Several producers of one campaign: each records its rows in chunks of its own, the campaign completes only once
+ * none of them is adding rows, and its manifest lists every row once, in the order the chunks were recorded.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { campaignStatus } from '../../src/campaign/operations.js';
@@ -47,7 +47,7 @@ async function manifestRows(campaign: string): Promise<string[]> {
   }
 }
 
-it('completes a campaign two producers fill at once only after both finished, every row in its manifest', async () => {
+it('completes a campaign two producers fill at once only after both finished, every row in its manifest once', async () => {
   const campaign = 'two-producers';
   const first = values('a', 10);
   const second = values('b', 10);
@@ -72,7 +72,7 @@ it('completes a campaign two producers fill at once only after both finished, ev
       appid: APPID,
       options: OPTIONS,
       input,
-      chunkSize: 5,
+      chunkRows: 5,
       storage: worker.storage,
     });
 
@@ -81,7 +81,8 @@ it('completes a campaign two producers fill at once only after both finished, ev
     'the first producer to add its first chunk',
     async () => (await stack.store.get(campaign))?.total === 5,
   );
-  await enqueue(() => second);
+  // A row repeated in its own input and one the first producer recorded already are recorded once.
+  expect(await enqueue(() => [...second, 'b-3', 'a-0'])).toMatchObject({ enqueued: 10, duplicates: 2 });
   await waitFor('every row added so far to be done', async () => {
     const s = await campaignStatus(stack.store, campaign);
     return s.done === 15 && s;
@@ -89,8 +90,11 @@ it('completes a campaign two producers fill at once only after both finished, ev
   expect((await stack.store.get(campaign))?.state).toBe('enqueuing');
 
   release();
-  await slow;
-  expect((await manifestRows(campaign)).sort()).toEqual([...first, ...second].sort());
+  expect(await slow).toMatchObject({ enqueued: 10, duplicates: 0 });
+  const chunks = await stack.store.chunks(campaign);
+  expect(chunks.map((c) => c.rows)).toEqual([5, 5, 5, 5]);
+  expect(new Set(chunks.map((c) => c.name)).size).toBe(4);
+  expect(await manifestRows(campaign)).toEqual([...first.slice(0, 5), ...second, ...first.slice(5)]);
   expect(await campaignStatus(stack.store, campaign)).toMatchObject({
     state: 'completed',
     total: 20,

@@ -16,6 +16,7 @@ import { CodeWorker } from '../../src/campaign/worker.js';
 import { loadConfig } from '../../src/config.js';
 import { WorkerMetrics } from '../../src/metrics.js';
 import { mockAdmin } from '../../src/mock/admin.js';
+import { createStorage } from '../../src/storage/index.js';
 import { codeOptions } from '../../src/wechat/params.js';
 import { runCli, spawnCli } from '../../test-support/cli.js';
 import { wxacodeEnv } from '../../test-support/env.js';
@@ -71,17 +72,23 @@ describe('the ledger with workers and the CLI', () => {
   it('counts each code once when two workers race on the same rows, as WeChat does', async () => {
     const config = loadConfig(env());
     const file = await input('race.txt', rows);
-    // The same rows in two campaigns, queued before any worker starts: both workers find most codes not yet
+    // The same rows in two campaigns, enqueued before any worker starts: both workers find most codes not yet
     // stored and ask WeChat for them.
-    for (const campaign of ['race-1', 'race-2']) {
-      await enqueueCampaign({
-        redis: stack.redis,
-        prefix,
-        campaign,
-        appid: APPID,
-        options: codeOptions({ kind: 'code' }),
-        input: file,
-      });
+    const storage = createStorage(config);
+    try {
+      for (const campaign of ['race-1', 'race-2']) {
+        await enqueueCampaign({
+          redis: stack.redis,
+          prefix,
+          storage,
+          campaign,
+          appid: APPID,
+          options: codeOptions({ kind: 'code' }),
+          input: file,
+        });
+      }
+    } finally {
+      await storage.close();
     }
     const workers = await Promise.all([1, 2].map(() => CodeWorker.start({ config, concurrency: 20 })));
     try {
@@ -120,7 +127,9 @@ describe('the ledger with workers and the CLI', () => {
       'A + C codes: needs 0, 99 980 left of 100 000 (20 counted here + 0 declared)',
     );
     const before = stack.mock.stats(APPID);
-    const worker = await CodeWorker.start({ config: loadConfig(env()), concurrency: 4 });
+    const config = loadConfig(env());
+    const worker = await CodeWorker.start({ config, concurrency: 4 });
+    const storage = createStorage(config);
     try {
       expect(await settled(store(), 'again')).toMatchObject({ state: 'completed', done: 20 });
       expect(stack.mock.stats(APPID).codeCalls).toBe(before.codeCalls);
@@ -132,6 +141,7 @@ describe('the ledger with workers and the CLI', () => {
       await enqueueCampaign({
         redis: stack.redis,
         prefix,
+        storage,
         campaign: 'deleted',
         appid: APPID,
         options: codeOptions({ kind: 'code' }),
@@ -139,7 +149,7 @@ describe('the ledger with workers and the CLI', () => {
       });
       expect(await settled(store(), 'deleted')).toMatchObject({ state: 'completed', done: 20 });
     } finally {
-      await worker.close();
+      await Promise.all([worker.close(), storage.close()]);
     }
     expect((await readdir(path.join(stack.dir, APPID, 'code'), { recursive: true })).length).toBeGreaterThan(
       20,
@@ -208,9 +218,9 @@ describe('the ledger with workers and the CLI', () => {
       env: { ...env(), WXACODE_RATE_LIMIT: '100/60s' },
     });
     expect(result.code, result.stderr).toBe(0);
-    // 300 scenes and the 60 rows of `fits` and `over` still queued (no worker runs), at 100 a minute.
+    // 300 scenes and the 60 rows of `fits` and `over` still to go (no worker runs), at 100 a minute.
     expect(result.stdout).toContain(
-      `app ${APPID}: 360 codes queued, about 4 min at 100/60s (codes already stored take no call)`,
+      `app ${APPID}: 360 codes to go, about 4 min at 100/60s (codes already stored take no call)`,
     );
   }, 120_000);
 });

@@ -9,10 +9,11 @@ import path from 'node:path';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CampaignLifecycle } from '../../src/campaign/lifecycle.js';
-import { writeManifestTo } from '../../src/campaign/manifest.js';
-import { CampaignStore, producerLease } from '../../src/campaign/store.js';
+import { recordSource, writeManifestTo } from '../../src/campaign/manifest.js';
+import { CHUNK_CONTENT_TYPE, encodeChunk } from '../../src/campaign/record.js';
+import { CampaignStore, producerLease, slotOf } from '../../src/campaign/store.js';
 import { loadConfig } from '../../src/config.js';
-import { createStorage, type Storage, StorageError } from '../../src/storage/index.js';
+import { createStorage, recordKey, type Storage, StorageError } from '../../src/storage/index.js';
 import { codeOptions } from '../../src/wechat/params.js';
 import { removeDir } from '../../test-support/redis-server.js';
 import { startS3, type TestS3 } from '../../test-support/s3.js';
@@ -22,6 +23,7 @@ import { type RefusingProxy, refusingProxy } from '../helpers/s3-proxy.js';
 const APPID = 'wxputstream0000001';
 const OPTIONS = codeOptions({ kind: 'unlimited', page: 'pages/a/b' });
 const ROWS = 4000;
+const CHUNK_ROWS = 1000;
 /** Far under S3's 5 MiB, which s3rver does not enforce: a manifest of ~1 MB takes dozens of parts. */
 const PART_BYTES = 32 * 1024;
 
@@ -66,17 +68,31 @@ function rowValue(i: number): string {
   return i % 97 === 0 ? `=x,"${i}"` : `scene-${i}`;
 }
 
-/** A completed campaign of ROWS rows, some failed, whose manifest `storage` gets from the lifecycle. */
+function slotOfRow(i: number): string {
+  return slotOf({ chunk: Math.floor(i / CHUNK_ROWS), row: i % CHUNK_ROWS });
+}
+
+/**
+ * A completed campaign of ROWS rows, some failed, whose manifest `storage` gets from the lifecycle: its record
+ * written and fed a chunk at a time, as a producer and a feeder would, then every row settled.
+ */
 async function completedCampaign(campaign: string, storage: Storage): Promise<string> {
   const lease = producerLease();
   await store.open(campaign, APPID, OPTIONS, lease);
   const values = Array.from({ length: ROWS }, (_, i) => rowValue(i));
-  for (let i = 0; i < ROWS; i += 1000) await store.addRows(campaign, values.slice(i, i + 1000), lease);
+  for (let chunk = 0; chunk * CHUNK_ROWS < ROWS; chunk++) {
+    const chunkValues = values.slice(chunk * CHUNK_ROWS, (chunk + 1) * CHUNK_ROWS);
+    const name = `part-${chunk}`;
+    await storage.put(recordKey(APPID, campaign, name), encodeChunk(chunkValues), CHUNK_CONTENT_TYPE);
+    await store.addChunk(campaign, APPID, { name, rows: chunkValues.length }, lease);
+    const rows = chunkValues.map((value, row) => ({ slot: slotOf({ chunk, row }), value }));
+    expect(await store.feed(campaign, { chunk, row: 0 }, { chunk: chunk + 1, row: 0 }, rows)).toBe(true);
+  }
   await Promise.all(
-    values.map((value, i) =>
+    values.map((_, i) =>
       store.markRow(
         campaign,
-        value,
+        slotOfRow(i),
         i % 10 === 3
           ? { status: 'failed', errcode: 40169, errmsg: 'invalid scene, "too long"' }
           : { status: 'done' },
@@ -90,9 +106,15 @@ async function completedCampaign(campaign: string, storage: Storage): Promise<st
 
 async function exported(campaign: string, storage: Storage): Promise<string> {
   let text = '';
-  await writeManifestTo(store, storage, (await store.get(campaign))!, 'csv', (piece) => {
-    text += piece;
-  });
+  await writeManifestTo(
+    recordSource(store, storage),
+    storage,
+    (await store.get(campaign))!,
+    'csv',
+    (piece) => {
+      text += piece;
+    },
+  );
   return text;
 }
 
@@ -171,6 +193,11 @@ describe('a folder', () => {
     const back = (await storage.get(key))!.toString();
     expect(back.split('\n')).toHaveLength(ROWS + 2);
     expect(back).toBe(await exported('local-manifest', storage));
+    // In input order, each row with its own outcome.
+    const lines = back.split('\n');
+    expect(lines[1]).toMatch(/^"'=x,""0""",done,/);
+    expect(lines[4]).toBe('scene-3,failed,,,40169,"invalid scene, ""too long"""');
+    expect(lines[ROWS]).toMatch(/^scene-3999,done,/);
     const files = readdirSync(dir, { recursive: true }).map(String);
     expect(files.filter((name) => name.endsWith('.tmp'))).toEqual([]);
   });
