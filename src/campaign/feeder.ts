@@ -17,12 +17,16 @@ import type { Queue } from 'bullmq';
 import { type Logger, silentLogger } from '../log.js';
 import type { Storage } from '../storage/index.js';
 import type { CampaignLifecycle } from './lifecycle.js';
-import { LOCAL_ERRCODE } from './policy.js';
+import { CorruptCampaign, LOCAL_ERRCODE } from './policy.js';
 import { type CodeJobData, jobsFor } from './queue.js';
 import { MissingChunkError, readChunk } from './record.js';
 import { type CampaignMeta, type ChunkEntry, type FeedCursor, type SlotRow, slotOf } from './store.js';
 
 export const FEED_INTERVAL_MS = 250;
+
+function leaseName(appid: string): string {
+  return `feeder:${appid}`;
+}
 
 /** How long a feeder's hold on an app lasts without renewal: a dead feeder is replaced within this. */
 const LEASE_MS = 5_000;
@@ -94,7 +98,7 @@ export class Feeder {
     for (const appid of this.#o.apps) {
       if (this.#closed) return;
       const leading = await this.#attempt(appid, undefined, () =>
-        store.takeLease(`feeder:${appid}`, this.#holder, LEASE_MS),
+        store.takeLease(leaseName(appid), this.#holder, LEASE_MS),
       );
       if (!leading) continue;
       const campaigns = await this.#attempt(appid, undefined, () => store.feeding(appid));
@@ -133,7 +137,16 @@ export class Feeder {
 
   async #topUp(appid: string, id: string): Promise<void> {
     const store = this.#o.lifecycle.store;
-    const meta = await store.get(id);
+    let meta: CampaignMeta | undefined;
+    try {
+      meta = await store.get(id);
+    } catch (err) {
+      if (!(err instanceof SyntaxError)) throw err;
+      // No job of it is queued for a worker to find the record corrupt and stop it: without this it would be
+      // tried again forever, neither fed nor stopped.
+      await this.#o.lifecycle.stop(id, LOCAL_ERRCODE, new CorruptCampaign(id, err.message).message);
+      return;
+    }
     if (!meta || meta.state === 'completed' || meta.state === 'stopped') {
       await store.doneFeeding(appid, id);
       return;
@@ -216,5 +229,8 @@ export class Feeder {
     this.#closed = true;
     clearTimeout(this.#timer);
     await this.#running;
+    // A worker that stops hands its apps over at once, not when the lease runs out.
+    const store = this.#o.lifecycle.store;
+    await Promise.allSettled(this.#o.apps.map((appid) => store.releaseLease(leaseName(appid), this.#holder)));
   }
 }
