@@ -139,7 +139,7 @@ export class WorkerMetrics {
     );
     this.#campaignRows = gauge(
       'wxacode_campaign_rows',
-      'Rows of each campaign not yet completed, by status (pending is its queue depth)',
+      'Rows of each campaign not yet completed, by status (pending: queued or not fed yet)',
       ['campaign', 'status'],
     );
     this.#campaignState = gauge(
@@ -248,7 +248,9 @@ export class WorkerMetrics {
   #queueCounts(): Promise<[string, Record<string, number>][]> {
     return Promise.all(
       [...this.#queues].map(async ([appid, queue]) => {
-        const counts = await queue.getJobCounts(...JOB_STATES);
+        const counts = await queue.getJobCounts(...JOB_STATES, 'prioritized');
+        // Every job has a priority (store.ts, PRIORITIES), so BullMQ keeps the waiting ones as prioritized.
+        counts.waiting = (counts.waiting ?? 0) + (counts.prioritized ?? 0);
         return [appid, counts] as [string, Record<string, number>];
       }),
     );

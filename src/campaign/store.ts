@@ -163,6 +163,7 @@ const SCRIPTS = {
   wxDeleteCampaign: luaScript('deleteCampaign', 7, LUA_CONSTANTS),
   wxTakeLease: luaScript('takeLease', 1),
   wxDoneFeeding: luaScript('doneFeeding', 2),
+  wxReleaseLock: luaScript('releaseLock', 1),
 };
 
 function leaseArgs(lease: ProducerLease | undefined): [string, number] {
@@ -440,6 +441,11 @@ export class CampaignStore {
   /** Take, or renew if ours, the lease `name` for `ms`; true while the caller holds it. */
   async takeLease(name: string, holder: string, ms: number): Promise<boolean> {
     return (await this.#redis.wxTakeLease(this.#key(name), holder, ms)) === 1;
+  }
+
+  /** Give the lease `name` up if the caller holds it, so that another takes it at once. */
+  async releaseLease(name: string, holder: string): Promise<void> {
+    await this.#redis.wxReleaseLock(this.#key(name), holder);
   }
 
   async stopApp(appid: string, what: AppStop, errcode: number, errmsg: string): Promise<void> {

@@ -60,7 +60,7 @@ const POLL_MS = 50;
 const RETRY_REFRESH_MS = 5_000;
 
 const SCRIPTS = {
-  wxReleaseTokenLock: luaScript('releaseTokenLock', 1),
+  wxReleaseLock: luaScript('releaseLock', 1),
   wxDropToken: luaScript('dropToken', 1),
   wxStoreToken: luaScript('storeToken', 2),
 };
@@ -165,7 +165,7 @@ export class TokenProvider implements TokenSource {
           // An early refresh failed but the token is still valid: keep serving it, try again a little later.
           return { ...cached, refreshAt: Math.min(cached.expiresAt, Date.now() + RETRY_REFRESH_MS) };
         } finally {
-          await this.#redis.wxReleaseTokenLock(lock.key, lock.owner);
+          await this.#redis.wxReleaseLock(lock.key, lock.owner);
         }
       }
       if (cached) return cached;

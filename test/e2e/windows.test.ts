@@ -134,7 +134,7 @@ describe('windowed feeding', () => {
           mostJobs = Math.max(mostJobs, jobs);
           return meta.done + meta.failed === meta.total;
         },
-        { timeoutMs: 60_000, intervalMs: 20 },
+        { timeoutMs: 60_000, everyMs: 20 },
       );
       const status = await completed(ctx, 'several');
       expect(status).toMatchObject({ total: 450, done: 450, failed: 0, pending: 0 });

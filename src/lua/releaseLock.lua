@@ -1,5 +1,5 @@
--- Release the token fetch lock if it is still ours: once it expired, another process may hold it.
---   KEYS[1] lock    the token:<appid>:lock string
+-- Release a lock or lease if it is still ours: once it expired, another process may hold it.
+--   KEYS[1] lock    the lock's key (token:<appid>:lock, feeder:<appid>)
 --   ARGV[1] owner   the value this process locked with
 -- Returns 1 when released, else 0.
 local lock = KEYS[1]
