@@ -28,6 +28,7 @@ import {
   loadConfig,
   manifestRows,
   pickApp,
+  recordSource,
 } from '../src/index.js';
 
 const { values: args } = parseArgs({
@@ -58,7 +59,8 @@ async function queryProducts(afterId: number, limit: number): Promise<Product[]>
 
 /**
  * The scenes, a page of the table at a time. Keyset pagination (by id, not OFFSET) yields the same rows on each
- * call: enqueueCampaign reads the source twice, once to validate every row and once to enqueue.
+ * call: enqueueCampaign reads the source twice, once to validate every row and once to write them to the
+ * campaign's record in storage, where the workers read them.
  */
 async function* productScenes(): AsyncGenerator<string> {
   let afterId = 0;
@@ -99,13 +101,13 @@ try {
     console.error(`stopped: WeChat answered ${status.stopped.errcode} (${status.stopped.errmsg})`);
   } else {
     // The worker that completed the campaign stores the CSV manifest a moment after; the rows below come from
-    // Redis and need not wait for it.
+    // the campaign's record and need not wait for it.
     console.error(`manifest: ${status.manifest ?? 'being stored by the worker that completed the campaign'}`);
   }
 
   // The manifest's rows, in the order the query gave them; a done row carries its code's URL.
   const meta = await loadCampaign(store, args.campaign);
-  for await (const row of manifestRows(store, storage, meta)) {
+  for await (const row of manifestRows(recordSource(store, storage), storage, meta)) {
     const id = Number(new URLSearchParams(row.value).get('id'));
     if (row.status === 'done') console.log(JSON.stringify({ id, url: row.url }));
     else console.error(`product ${id}: ${row.status}${row.errmsg ? ` (${row.errcode}: ${row.errmsg})` : ''}`);

@@ -46,6 +46,22 @@ describe('loadConfig', () => {
     }
   });
 
+  it('queues a minute of the rate limit per campaign, from 100 to 1000000 rows, unless WXACODE_WINDOW says', () => {
+    expect(loadConfig({}).window).toBe(5000);
+    expect(loadConfig({ WXACODE_RATE_LIMIT: '100/1s' }).window).toBe(6000);
+    expect(loadConfig({ WXACODE_RATE_LIMIT: '1/1s' }).window).toBe(100);
+    expect(loadConfig({ WXACODE_RATE_LIMIT: '100000/1s' }).window).toBe(1_000_000);
+    expect(loadConfig({ WXACODE_WINDOW: '' }).window).toBe(5000);
+    expect(loadConfig({ WXACODE_WINDOW: '100' }).window).toBe(100);
+    expect(loadConfig({ WXACODE_WINDOW: '250000', WXACODE_RATE_LIMIT: '1/1s' }).window).toBe(250_000);
+    expect(loadConfig({ WXACODE_WINDOW: '1000000' }).window).toBe(1_000_000);
+    for (const bad of ['99', '0', '1000001', '-500', '1.5', '1e3', '500 ', 'a minute']) {
+      expect(messageOf({ WXACODE_WINDOW: bad }), bad).toBe(
+        `WXACODE_WINDOW: "${bad}" is not a whole number of rows from 100 to 1000000`,
+      );
+    }
+  });
+
   it('parses storage targets', () => {
     expect(loadConfig({ WXACODE_STORAGE: 's3://codes/campaigns/2026/' }).storage).toEqual({
       type: 's3',

@@ -10,10 +10,10 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CampaignStatus, campaignStatus } from '../../src/campaign/operations.js';
 import { jobsFor, openQueue } from '../../src/campaign/queue.js';
-import { CampaignStore } from '../../src/campaign/store.js';
+import { CampaignStore, PRIORITIES, slotOf } from '../../src/campaign/store.js';
 import { CodeWorker } from '../../src/campaign/worker.js';
 import { loadConfig } from '../../src/config.js';
-import { objectKey } from '../../src/storage/index.js';
+import { createStorage, objectKey, recordKey } from '../../src/storage/index.js';
 import { codeOptions } from '../../src/wechat/params.js';
 import { runCli } from '../../test-support/cli.js';
 import { deletePrefix, testPrefix } from '../helpers/redis.js';
@@ -82,14 +82,15 @@ function jsonLines(text: string): Record<string, unknown>[] {
     .map((line) => JSON.parse(line));
 }
 
-describe('a campaign through the CLI', () => {
+// Every command is a process of its own, which tsx compiles at start: seconds each on a busy two-core machine.
+describe('a campaign through the CLI', { timeout: 120_000 }, () => {
   it('status follows it from queued to completed; export lists every row with its url and key', async () => {
-    const { cli, statusJson, work } = setup();
+    const { env, store, cli, statusJson, work } = setup();
     const scenes = ['done-a', 'done-b', 'done-c'];
     const file = await input('done.csv', `scene\n${scenes.join('\n')}\n`);
     expect(await cli('enqueue', file, '--campaign', 'done', '--width', '300')).toBe(
       'campaign done: enqueued 3, duplicates 0, invalid 0; 3 rows in the campaign (active)\n' +
-        `app ${APPID}: 3 codes queued, about 1 s at 100/1s (codes already stored take no call)\n`,
+        `app ${APPID}: 3 codes to go, about 1 s at 100/1s (codes already stored take no call)\n`,
     );
     expect(await statusJson('done')).toMatchObject({
       campaign: 'done',
@@ -99,6 +100,12 @@ describe('a campaign through the CLI', () => {
       failed: 0,
       pending: 3,
     });
+    // The rows are in the campaign's record in storage, for the workers' feeders to queue.
+    const chunks = await store.chunks('done');
+    expect(chunks.map((chunk) => chunk.rows)).toEqual([3]);
+    const storage = createStorage(loadConfig(env));
+    expect(await storage.exists(recordKey(APPID, 'done', chunks[0]!.name))).toBe(true);
+    await storage.close();
 
     await work('done');
     const status = await statusJson('done');
@@ -190,15 +197,19 @@ describe('a campaign through the CLI', () => {
   });
 
   it('failed rows: status points at retry, export carries errcode and errmsg, retry queues them again', async () => {
-    const { prefix, cli, statusJson, work } = setup();
+    const { prefix, store, cli, statusJson, work } = setup();
     const file = await input('failing.txt', 'fail-a\nfail-b\n');
     await cli('enqueue', file, '--campaign', 'failing');
-    // The same jobs with a single attempt, so WeChat's "system busy" fails them at once instead of after
-    // BullMQ's minutes of backoff.
+    // Fed here as a worker's feeder would, but with a single attempt a job, so WeChat's "system busy" fails them
+    // at once instead of after BullMQ's minutes of backoff. The worker's feeder then finds nothing left to feed.
+    const fed = ['fail-a', 'fail-b'].map((value, row) => ({ slot: slotOf({ chunk: 0, row }), value }));
+    expect(await store.feed('failing', { chunk: 0, row: 0 }, { chunk: 1, row: 0 }, fed)).toBe(true);
     const queue = openQueue(stack.redis, prefix, APPID);
-    await queue.obliterate({ force: true });
     await queue.addBulk(
-      jobsFor('failing', ['fail-a', 'fail-b']).map((job) => ({ ...job, opts: { ...job.opts, attempts: 1 } })),
+      jobsFor('failing', PRIORITIES.normal, fed).map((job) => ({
+        ...job,
+        opts: { ...job.opts, attempts: 1 },
+      })),
     );
     await queue.close();
     stack.mock.configure({ faults: { busy: 1 } });
@@ -230,6 +241,19 @@ describe('a campaign through the CLI', () => {
     expect(await statusJson('failing')).toMatchObject({ failed: 0, pending: 2 });
     await work('failing');
     expect(await statusJson('failing')).toMatchObject({ state: 'completed', done: 2, failed: 0 });
+  });
+
+  it('enqueue --priority high stores priority 1, which a later enqueue into the campaign keeps', async () => {
+    const { prefix, cli } = setup();
+    const priority = (campaign: string) => stack.redis.hget(`${prefix}:campaign:${campaign}`, 'priority');
+    const file = await input('urgent.txt', 'urgent-a\nurgent-b\n');
+    await cli('enqueue', file, '--campaign', 'urgent', '--priority', 'high');
+    // BullMQ's priority, 1 first: every job the feeders add for the campaign carries it.
+    expect(await priority('urgent')).toBe('1');
+    await cli('enqueue', await input('urgent-more.txt', 'urgent-c\n'), '--campaign', 'urgent');
+    expect(await priority('urgent')).toBe('1');
+    await cli('enqueue', await input('usual.txt', 'usual-a\n'), '--campaign', 'usual');
+    expect(await priority('usual')).toBe('2');
   });
 
   it('status without a campaign lists every campaign of the prefix, or says there is none', async () => {

@@ -1,18 +1,18 @@
 /**
  * `wxacode campaigns` and `wxacode delete` through the CLI, against the harness Redis, the mock WeChat server and
- * a storage folder: what the list shows, what a delete removes (records, queued jobs) and keeps (codes, manifest),
- * and what it refuses.
+ * a storage folder: what the list shows, what a delete removes (records in Redis and in storage, queued jobs) and
+ * keeps (codes, manifest), and what it refuses.
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { campaignStatus } from '../../src/campaign/operations.js';
 import { enqueueCampaign } from '../../src/campaign/producer.js';
-import { jobId, openQueue } from '../../src/campaign/queue.js';
-import { CampaignStore } from '../../src/campaign/store.js';
+import { jobId, jobsFor, openQueue } from '../../src/campaign/queue.js';
+import { CampaignStore, PRIORITIES, slotOf } from '../../src/campaign/store.js';
 import { CodeWorker } from '../../src/campaign/worker.js';
 import { loadConfig } from '../../src/config.js';
-import { objectKey } from '../../src/storage/index.js';
+import { createStorage, objectKey, recordKey, type Storage } from '../../src/storage/index.js';
 import { codeOptions } from '../../src/wechat/params.js';
 import { runCli } from '../../test-support/cli.js';
 import { waitFor } from '../../test-support/wait.js';
@@ -23,6 +23,11 @@ const APPID = 'wxclicampaigns0001';
 const OPTIONS = codeOptions({ kind: 'unlimited' });
 const stack = useLocalStack({ [APPID]: 'cli-campaigns-secret' });
 const DAY_MS = 86_400_000;
+let storage: Storage;
+
+beforeAll(() => {
+  storage = createStorage(loadConfig(stack.env()));
+});
 
 /** A prefix of the test's own (the stack removes every key under its own prefix only: this one is inside it). */
 function setup() {
@@ -38,9 +43,25 @@ function setup() {
       appid: APPID,
       options: OPTIONS,
       input: () => values,
+      storage,
     });
+  /**
+   * Queue a campaign's rows (one chunk of them) as a worker's feeder would, without a worker to work them off;
+   * answers their jobs' ids.
+   */
+  const feed = async (campaign: string, values: string[]) => {
+    const rows = values.map((value, row) => ({ slot: slotOf({ chunk: 0, row }), value }));
+    expect(await store.feed(campaign, { chunk: 0, row: 0 }, { chunk: 1, row: 0 }, rows)).toBe(true);
+    const queue = openQueue(stack.redis, prefix, APPID);
+    await queue.addBulk(jobsFor(campaign, PRIORITIES.normal, rows));
+    await queue.close();
+    return rows.map(({ slot }) => jobId(campaign, slot));
+  };
   const keysOf = (campaign: string) => stack.redis.keys(`${prefix}:campaign:${campaign}*`);
-  return { prefix, env, store, cli, enqueue, keysOf };
+  /** The storage keys of the campaign's record, from its chunk list. */
+  const recordOf = async (campaign: string) =>
+    (await store.chunks(campaign)).map((chunk) => recordKey(APPID, campaign, chunk.name));
+  return { prefix, env, store, cli, enqueue, feed, keysOf, recordOf };
 }
 
 function values(name: string, count: number): string[] {
@@ -96,8 +117,8 @@ describe('wxacode campaigns', () => {
 });
 
 describe('wxacode delete', () => {
-  it("removes a completed campaign's records and keeps its codes and manifest", async () => {
-    const { env, store, cli, enqueue, keysOf } = setup();
+  it("removes a completed campaign's records, in Redis and in storage, and keeps its codes and manifest", async () => {
+    const { env, store, cli, enqueue, keysOf, recordOf } = setup();
     const rows = values('d', 5);
     await enqueue('finished', rows);
     const worker = await CodeWorker.start({ config: loadConfig(env), concurrency: 2 });
@@ -112,6 +133,10 @@ describe('wxacode delete', () => {
     }
     await enqueue('neighbour', ['n-1']);
     expect(await keysOf('finished')).not.toEqual([]);
+    const record = await recordOf('finished');
+    expect(record).toHaveLength(1);
+    const neighbourRecord = await recordOf('neighbour');
+    for (const key of [...record, ...neighbourRecord]) expect(await storage.exists(key), key).toBe(true);
 
     const result = await cli('delete', 'finished', '--yes');
     expect(result.code, result.stderr).toBe(0);
@@ -120,6 +145,8 @@ describe('wxacode delete', () => {
     );
     expect(await keysOf('finished')).toEqual([]);
     expect(await store.list()).toEqual(['neighbour']);
+    for (const key of record) expect(await storage.exists(key), key).toBe(false);
+    for (const key of neighbourRecord) expect(await storage.exists(key), key).toBe(true);
     expect(existsSync(path.join(stack.dir, manifest))).toBe(true);
     for (const value of rows) {
       expect(existsSync(path.join(stack.dir, objectKey({ appid: APPID, options: OPTIONS, value })))).toBe(
@@ -132,30 +159,38 @@ describe('wxacode delete', () => {
   });
 
   it('removes the jobs a stopped campaign still has queued, and no other campaign’s', async () => {
-    const { prefix, store, cli, enqueue, keysOf } = setup();
+    const { prefix, store, cli, enqueue, feed, keysOf, recordOf } = setup();
     await enqueue('halted', values('h', 4));
     await enqueue('other', values('o', 2));
+    const haltedJobs = await feed('halted', values('h', 4));
+    const otherJobs = await feed('other', values('o', 2));
     await store.stop('halted', 41030, 'invalid page');
+    const record = await recordOf('halted');
+    expect(record).toHaveLength(1);
     const queue = openQueue(stack.redis, prefix, APPID);
     try {
-      expect(await queue.getJob(jobId('halted', 'h-0'))).toBeDefined();
+      expect(await queue.getJob(haltedJobs[0]!)).toBeDefined();
       const result = await cli('delete', 'halted', '--yes');
       expect(result.code, result.stderr).toBe(0);
       expect(result.stdout).toMatch(/^campaign halted deleted: stopped, 4 rows, 4 queued jobs removed;/);
-      for (const value of values('h', 4)) expect(await queue.getJob(jobId('halted', value))).toBeUndefined();
-      for (const value of values('o', 2)) expect(await queue.getJob(jobId('other', value))).toBeDefined();
-      expect(await queue.getWaitingCount()).toBe(2);
+      for (const id of haltedJobs) expect(await queue.getJob(id)).toBeUndefined();
+      for (const id of otherJobs) expect(await queue.getJob(id)).toBeDefined();
+      expect(await queue.getPrioritizedCount()).toBe(2);
       expect(await keysOf('halted')).toEqual([]);
       expect(await keysOf('other')).not.toEqual([]);
+      for (const key of record) expect(await storage.exists(key), key).toBe(false);
     } finally {
       await queue.close();
     }
   });
 
   it('refuses without --yes, and an active campaign without --force, leaving everything in place', async () => {
-    const { prefix, store, cli, enqueue, keysOf } = setup();
+    const { prefix, store, cli, enqueue, feed, keysOf, recordOf } = setup();
     await enqueue('running', values('r', 3));
+    await feed('running', values('r', 3));
     const keys = (await keysOf('running')).sort();
+    const record = await recordOf('running');
+    expect(record).toHaveLength(1);
 
     const unconfirmed = await cli('delete', 'running');
     expect(unconfirmed.code).toBe(2);
@@ -169,18 +204,20 @@ describe('wxacode delete', () => {
     );
     expect((await keysOf('running')).sort()).toEqual(keys);
     expect(await store.list()).toEqual(['running']);
+    for (const key of record) expect(await storage.exists(key), key).toBe(true);
     const queue = openQueue(stack.redis, prefix, APPID);
     try {
-      expect(await queue.getWaitingCount()).toBe(3);
+      expect(await queue.getPrioritizedCount()).toBe(3);
       const forced = await cli('delete', 'running', '--yes', '--force');
       expect(forced.code, forced.stderr).toBe(0);
       expect(forced.stdout).toMatch(/^campaign running deleted: active, 3 rows, 3 queued jobs removed;/);
-      expect(await queue.getWaitingCount()).toBe(0);
+      expect(await queue.getPrioritizedCount()).toBe(0);
     } finally {
       await queue.close();
     }
     expect(await keysOf('running')).toEqual([]);
     expect(await store.list()).toEqual([]);
+    for (const key of record) expect(await storage.exists(key), key).toBe(false);
   });
 
   it('refuses an unknown campaign with exit 2', async () => {

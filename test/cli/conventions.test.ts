@@ -21,6 +21,12 @@ import { connect, deletePrefix, testPrefix, testRedisUrl } from '../helpers/redi
 const APPID = 'wxconventions00001';
 const SECRET = 'conventions-secret';
 
+/**
+ * For tests that run the CLI: every run is a process of its own, which tsx compiles at start, seconds each on a
+ * busy two-core machine.
+ */
+const CLI_RUNS = { timeout: 90_000 };
+
 /** The runner's own settings must not leak into these runs. */
 const CLEAN: Record<string, undefined> = Object.fromEntries(
   [...SETTINGS, 'LOG_LEVEL', 'DEBUG'].map((name) => [name, undefined]),
@@ -103,7 +109,7 @@ function longFlags(command: Command): string[] {
   return command.options.map((option) => option.long).filter((long) => long !== undefined);
 }
 
-describe('help', () => {
+describe('help', CLI_RUNS, () => {
   const program = buildProgram();
   const globalFlags = [...longFlags(program), '--help'];
 
@@ -156,7 +162,7 @@ describe('help', () => {
   });
 });
 
-describe('bad configuration: one line naming the setting, exit 2', () => {
+describe('bad configuration: one line naming the setting, exit 2', CLI_RUNS, () => {
   /** A wrong value for every setting; the Record type makes a new setting fail to compile until it has one. */
   const BAD: Record<Setting, { env: Record<string, string>; says: string }> = {
     REDIS_URL: { env: { REDIS_URL: 'localhost:6379' }, says: '"localhost:6379" is not a redis://' },
@@ -189,6 +195,10 @@ describe('bad configuration: one line naming the setting, exit 2', () => {
     WXACODE_RETENTION: {
       env: { WXACODE_RETENTION: '90 days' },
       says: '"90 days" is not a duration like 90d, 12h or 30m (or "forever")',
+    },
+    WXACODE_WINDOW: {
+      env: { WXACODE_WINDOW: '50' },
+      says: '"50" is not a whole number of rows from 100 to 1000000',
     },
     S3_ENDPOINT: { env: { S3_ENDPOINT: 'minio:9000' }, says: '"minio:9000" is not an http(s) URL' },
     S3_FORCE_PATH_STYLE: {
@@ -223,7 +233,7 @@ describe('bad configuration: one line naming the setting, exit 2', () => {
   });
 });
 
-describe('bad usage: one line naming the flag, exit 2, before Redis is contacted', () => {
+describe('bad usage: one line naming the flag, exit 2, before Redis is contacted', CLI_RUNS, () => {
   let deadRedis: Record<string, string | undefined>;
   beforeAll(async () => {
     deadRedis = env({ REDIS_URL: `redis://127.0.0.1:${await freePort()}` });
@@ -271,6 +281,14 @@ describe('bad usage: one line naming the flag, exit 2, before Redis is contacted
     );
   });
 
+  it('names --priority and the levels it takes', async () => {
+    expectUsage(
+      await enqueue('--priority', 'urgent'),
+      'enqueue ',
+      "wxacode: option '--priority <level>' argument 'urgent' is invalid. Allowed choices are high, normal, low.",
+    );
+  });
+
   it('reports Commander errors in the same form, with the hint to the help', async () => {
     expectUsage(
       await enqueue('--kind', 'barcode'),
@@ -296,7 +314,7 @@ describe('bad usage: one line naming the flag, exit 2, before Redis is contacted
   });
 });
 
-describe('services', () => {
+describe('services', CLI_RUNS, () => {
   it('names the Redis URL that does not answer (exit 1), password masked', async () => {
     const port = await freePort();
     for (const args of [['status'], ['enqueue', 'x.csv', '--campaign', 'c1']]) {
@@ -309,7 +327,7 @@ describe('services', () => {
     }
   });
 
-  it('enqueues while S3 is down, and names the bucket when a manifest must be written there', async () => {
+  it('names the bucket and key when S3 is down: the record an enqueue writes, the manifest of an empty campaign', async () => {
     const port = await freePort();
     const s3 = {
       WXACODE_STORAGE: 's3://codes/conventions',
@@ -317,24 +335,33 @@ describe('services', () => {
       AWS_ACCESS_KEY_ID: 'AKIA',
       AWS_SECRET_ACCESS_KEY: 'not-used',
     };
+    const refused = (key: string) =>
+      `Cannot write to s3://codes/conventions at http://127.0.0.1:${port} (key ${key}): ` +
+      `ECONNREFUSED (connect ECONNREFUSED 127.0.0.1:${port}).`;
+    // The rows go to the campaign's record in storage, where every worker reads them.
     const scenes = await file('s3-down.csv', 'scene\ns3-a\ns3-b\n');
-    const queued = await runCli(['enqueue', scenes, '--campaign', 's3-down'], { env: env(s3) });
-    expect(queued.code, queued.stderr).toBe(0);
-    expect(queued.stdout).toContain('enqueued 2');
-    expect(queued.stderr).toBe('');
+    const down = await runCli(['enqueue', scenes, '--campaign', 's3-down'], { env: env(s3) });
+    expect(down.code, down.stderr).toBe(1);
+    expect(stderrLines(down)).toHaveLength(1);
+    const [, key] = /^wxacode: Cannot write to .* \(key ([^)]+)\)/.exec(down.stderr) ?? [];
+    expect(key).toMatch(new RegExp(`^${APPID}/records/s3-down/[A-Za-z0-9_-]+\\.jsonl$`));
+    expect(stderrLines(down)[0]).toBe(`wxacode: ${refused(key!)}`);
 
     // No rows: the campaign is complete at once and its (empty) manifest goes to storage right away.
     const empty = await file('empty.csv', 'scene\n');
     const result = await runCli(['enqueue', empty, '--campaign', 's3-empty'], { env: env(s3) });
-    expectOneLine(
-      result,
-      1,
-      `wxacode: Cannot write to s3://codes/conventions at http://127.0.0.1:${port} (key ${APPID}/manifests/s3-empty.csv): ECONNREFUSED (connect ECONNREFUSED 127.0.0.1:${port}).`,
-    );
+    expectOneLine(result, 1, `wxacode: ${refused(`${APPID}/manifests/s3-empty.csv`)}`);
 
-    // Once storage answers, retry stores the manifest the completion could not.
+    // Once storage answers, the same enqueue records the rows, and retry stores the manifest the completion
+    // could not.
     const up = await startS3('codes');
     try {
+      const queued = await runCli(['enqueue', scenes, '--campaign', 's3-down'], {
+        env: env({ ...s3, ...up.env }),
+      });
+      expect(queued.code, queued.stderr).toBe(0);
+      expect(queued.stdout).toContain('enqueued 2');
+      expect(queued.stderr).toBe('');
       const retried = await runCli(['retry', 's3-empty'], { env: env({ ...s3, ...up.env }) });
       expect(retried.code, retried.stderr).toBe(0);
       expect(retried.stdout).toContain(
@@ -346,7 +373,7 @@ describe('services', () => {
   });
 });
 
-describe('bad input: one line naming the file, line or campaign, exit 2', () => {
+describe('bad input: one line naming the file, line or campaign, exit 2', CLI_RUNS, () => {
   it('names a missing file, a binary file and a missing column (listing the columns)', async () => {
     const missing = path.join(dir, 'missing.csv');
     expectOneLine(
@@ -393,10 +420,10 @@ describe('bad input: one line naming the file, line or campaign, exit 2', () => 
     expect(summary).toBe(
       'campaign bad-rows: enqueued 2, duplicates 0, invalid 2; 2 rows in the campaign (active)',
     );
-    // Other tests of this file queue rows for the same app: the estimate counts them too.
+    // Other tests of this file enqueue rows for the same app: the estimate counts them too.
     expect(estimate).toMatch(
       new RegExp(
-        `^app ${APPID}: \\d+ codes queued, about \\d+ s at 5000/60s \\(codes already stored take no call\\)$`,
+        `^app ${APPID}: \\d+ codes to go, about \\d+ s at 5000/60s \\(codes already stored take no call\\)$`,
       ),
     );
   });

@@ -8,10 +8,11 @@ import path from 'node:path';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enqueueCampaign } from '../../src/campaign/producer.js';
-import { CampaignStore } from '../../src/campaign/store.js';
+import { CampaignStore, slotOf } from '../../src/campaign/store.js';
 import { CodeWorker } from '../../src/campaign/worker.js';
 import { type Config, loadConfig } from '../../src/config.js';
 import { type MockServer, startMockServer } from '../../src/mock/server.js';
+import { createStorage, type Storage } from '../../src/storage/index.js';
 import { codeOptions } from '../../src/wechat/params.js';
 import { type CliResult, runCli, startCli } from '../../test-support/cli.js';
 import { waitFor } from '../../test-support/wait.js';
@@ -27,16 +28,25 @@ let mock: MockServer;
 let dir: string;
 let env: Record<string, string>;
 let config: Config;
+let storage: Storage;
 
 async function enqueue(campaign: string, values: string[]): Promise<void> {
   await enqueueCampaign({
     redis,
     prefix,
+    storage,
     campaign,
     appid: APPID,
     options: codeOptions({ kind: 'unlimited' }),
     input: () => values,
   });
+}
+
+/** Queue a campaign's rows (one chunk of them) as a worker's feeder would; answers each value's slot. */
+async function feed(campaign: string, values: string[]): Promise<Map<string, string>> {
+  const rows = values.map((value, row) => ({ slot: slotOf({ chunk: 0, row }), value }));
+  expect(await store.feed(campaign, { chunk: 0, row: 0 }, { chunk: 1, row: 0 }, rows)).toBe(true);
+  return new Map(rows.map(({ slot, value }) => [value, slot]));
 }
 
 beforeAll(async () => {
@@ -54,11 +64,13 @@ beforeAll(async () => {
     WXACODE_STORAGE: dir,
   };
   config = loadConfig(env);
+  storage = createStorage(config);
 });
 
 afterAll(async () => {
   await deletePrefix(redis, prefix);
   redis.disconnect();
+  await storage.close();
   await mock.close();
   await rm(dir, { recursive: true, force: true });
 });
@@ -71,8 +83,7 @@ describe('wxacode watch', () => {
     );
     const watch = startCli(['watch', 'fleet', '--interval', '1'], { env });
     // It watches before any work starts, and keeps watching until the campaign completes.
-    while (!watch.output.stderr.includes('campaign fleet: 0 done'))
-      await new Promise((r) => setTimeout(r, 50));
+    await waitFor('the first progress line', () => watch.output.stderr.includes('campaign fleet: 0 done'));
     const worker = await CodeWorker.start({ config, concurrency: 4 });
     let result: CliResult;
     try {
@@ -90,9 +101,14 @@ describe('wxacode watch', () => {
 
   it('exits 1 when the campaign completes with failed rows', async () => {
     await enqueue('some-failed', ['f-1', 'f-2', 'f-3']);
-    await store.markRow('some-failed', 'f-1', { status: 'done' });
-    await store.markRow('some-failed', 'f-2', { status: 'failed', errcode: 40169, errmsg: 'invalid scene' });
-    await store.markRow('some-failed', 'f-3', { status: 'done' });
+    const slot = await feed('some-failed', ['f-1', 'f-2', 'f-3']);
+    await store.markRow('some-failed', slot.get('f-1')!, { status: 'done' });
+    await store.markRow('some-failed', slot.get('f-2')!, {
+      status: 'failed',
+      errcode: 40169,
+      errmsg: 'invalid scene',
+    });
+    await store.markRow('some-failed', slot.get('f-3')!, { status: 'done' });
     const result = await runCli(['watch', 'some-failed'], { env });
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('campaign some-failed completed with 1 failed row of 3');

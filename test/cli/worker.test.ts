@@ -5,7 +5,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import type { Redis } from 'ioredis';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { campaignStatus } from '../../src/campaign/operations.js';
 import { enqueueCampaign } from '../../src/campaign/producer.js';
 import { openQueue } from '../../src/campaign/queue.js';
@@ -13,6 +13,7 @@ import type { CampaignStore } from '../../src/campaign/store.js';
 import { CodeWorker } from '../../src/campaign/worker.js';
 import { loadConfig } from '../../src/config.js';
 import type { MockServer } from '../../src/mock/server.js';
+import { createStorage, type Storage } from '../../src/storage/index.js';
 import { codeOptions } from '../../src/wechat/params.js';
 import { runCli, spawnCli } from '../../test-support/cli.js';
 import { freePort } from '../../test-support/redis-server.js';
@@ -28,9 +29,15 @@ const { prefix } = stack;
 let redis: Redis;
 let store: CampaignStore;
 let mock: MockServer;
+let storage: Storage;
 
 beforeAll(() => {
   ({ redis, store, mock } = stack);
+  storage = createStorage(loadConfig(env()));
+});
+
+afterAll(async () => {
+  await storage.close();
 });
 
 function env(): Record<string, string> {
@@ -66,14 +73,22 @@ function logged(logs: Record<string, unknown>[], msg: string) {
 
 async function enqueue(campaign: string, count: number) {
   const values = Array.from({ length: count }, (_, i) => `${campaign}-${i}`);
-  await enqueueCampaign({ redis, prefix, campaign, appid: APPID, options: OPTIONS, input: () => values });
+  await enqueueCampaign({
+    redis,
+    prefix,
+    storage,
+    campaign,
+    appid: APPID,
+    options: OPTIONS,
+    input: () => values,
+  });
 }
 
 function stop(child: ChildProcess, signal: NodeJS.Signals) {
   if (child.exitCode === null && child.signalCode === null) child.kill(signal);
 }
 
-/** Codes stored in the storage folder (the manifest and the write probe are not images). */
+/** Codes stored in the storage folder (manifests, records and the write probe are not images). */
 function storedImages(): number {
   return (readdirSync(stack.dir, { recursive: true }) as string[]).filter((f) => f.endsWith('.jpg')).length;
 }
@@ -133,13 +148,14 @@ describe('wxacode worker shutdown', () => {
     }
     const status = await campaignStatus(store, 'graceful');
     const queue = openQueue(redis, prefix, APPID);
-    const counts = await queue.getJobCounts('waiting', 'active', 'delayed');
+    // Every job has a priority (store.ts, PRIORITIES): those left wait as prioritized ones.
+    const counts = await queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed');
     await queue.close();
     // Every call WeChat answered was stored and recorded; nothing was left active or lost.
     expect(status.done).toBeGreaterThanOrEqual(4);
     expect(status.done).toBe(mock.stats(APPID).images);
     expect(storedImages()).toBe(imagesBefore + status.done);
-    expect(counts).toEqual({ waiting: 30 - status.done, active: 0, delayed: 0 });
+    expect(counts).toEqual({ waiting: 0, prioritized: 30 - status.done, active: 0, delayed: 0 });
     await drain('graceful');
   });
 

@@ -6,9 +6,10 @@
 import type { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { writeManifestTo } from '../../src/campaign/manifest.js';
-import { openQueue } from '../../src/campaign/queue.js';
-import { CampaignStore } from '../../src/campaign/store.js';
+import { recordSource, writeManifestTo } from '../../src/campaign/manifest.js';
+import { jobId, jobsFor, openQueue } from '../../src/campaign/queue.js';
+import { readChunk } from '../../src/campaign/record.js';
+import { CampaignStore, type SlotRow, slotOf } from '../../src/campaign/store.js';
 import type { Config } from '../../src/config.js';
 import { buildConsole, type StartedConsole, startConsole } from '../../src/console/server.js';
 import { type MockServer, startMockServer } from '../../src/mock/server.js';
@@ -83,6 +84,46 @@ async function checked(method: string, route: string, path: string, o: Parameter
 
 function csv(rows: string[]): string {
   return `scene\n${rows.join('\n')}\n`;
+}
+
+/** The rows of a campaign's record, in input order, with their slots. */
+async function recorded(id: string): Promise<SlotRow[]> {
+  const meta = (await store.get(id))!;
+  const rows: SlotRow[] = [];
+  for (const [index, chunk] of (await store.chunks(id)).entries()) {
+    const values = await readChunk(storage, meta, chunk);
+    rows.push(...values.map((value, row) => ({ slot: slotOf({ chunk: index, row }), value })));
+  }
+  return rows;
+}
+
+/**
+ * Queue every row of a campaign as the workers' feeders would (the console runs none): into its window, and
+ * with `jobs`, into its app's queue. Answers each row's slot by value.
+ */
+async function feed(id: string, { jobs }: { jobs: boolean }): Promise<Map<string, string>> {
+  const meta = (await store.get(id))!;
+  const rows = await recorded(id);
+  const end = { chunk: (await store.chunks(id)).length, row: 0 };
+  expect(await store.feed(id, meta.cursor, end, rows)).toBe(true);
+  if (jobs) {
+    const queue = openQueue(redis, prefix, APPID);
+    await queue.addBulk(jobsFor(id, meta.priority, rows));
+    await queue.close();
+  }
+  return new Map(rows.map(({ slot, value }) => [value, slot]));
+}
+
+/** Which of these rows of a campaign have a job in its app's queue. */
+async function withJobs(id: string, slots: Iterable<string>): Promise<string[]> {
+  const queue = openQueue(redis, prefix, APPID);
+  try {
+    const found: string[] = [];
+    for (const slot of slots) if (await queue.getJob(jobId(id, slot))) found.push(slot);
+    return found;
+  } finally {
+    await queue.close();
+  }
 }
 
 beforeAll(async () => {
@@ -257,9 +298,8 @@ describe('creating a campaign', () => {
     });
     expect(json.status).toBe(200);
     expect(json.body).toMatchObject({ enqueued: 1, total: 4 });
-    const queue = openQueue(redis, prefix, APPID);
-    expect(await queue.getWaitingCount()).toBeGreaterThanOrEqual(4);
-    await queue.close();
+    // Each row once, in the campaign's record, for the workers' feeders to queue.
+    expect((await recorded('idem')).map(({ value }) => value)).toEqual(['i1', 'i2', 'i3', 'i4']);
 
     const conflict = await checked(
       'POST',
@@ -281,6 +321,53 @@ describe('creating a campaign', () => {
       },
     });
     expect((await store.get('idem'))!.total).toBe(4);
+  });
+
+  it('takes a priority, as a query field or a JSON one, and refuses a level it does not know', async () => {
+    const high = await checked('POST', '/v1/campaigns', '/v1/campaigns?campaign=urgent&priority=high', {
+      token: ADMIN_TOKEN,
+      body: csv(['u1', 'u2']),
+    });
+    expect(high.status).toBe(201);
+    const low = await checked('POST', '/v1/campaigns', '/v1/campaigns', {
+      token: ADMIN_TOKEN,
+      body: { campaign: 'whenever', priority: 'low', rows: ['w1'] },
+    });
+    expect(low.status).toBe(201);
+    const usual = await checked('POST', '/v1/campaigns', '/v1/campaigns?campaign=usual', {
+      token: ADMIN_TOKEN,
+      body: csv(['n1']),
+    });
+    expect(usual.status).toBe(201);
+    // BullMQ's priority, 1 first, which every job of the campaign carries.
+    expect((await store.get('urgent'))!.priority).toBe(1);
+    expect((await store.get('whenever'))!.priority).toBe(3);
+    expect((await store.get('usual'))!.priority).toBe(2);
+    const queue = openQueue(redis, prefix, APPID);
+    try {
+      // The jobs a retry queues again carry it too.
+      const slots = await feed('urgent', { jobs: false });
+      const retried = await checked('POST', '/v1/campaigns/{id}/retry', '/v1/campaigns/urgent/retry', {
+        token: ADMIN_TOKEN,
+      });
+      expect(retried.body).toMatchObject({ requeued: 2 });
+      for (const slot of slots.values()) {
+        expect((await queue.getJob(jobId('urgent', slot)))?.opts.priority).toBe(1);
+      }
+    } finally {
+      await queue.close();
+    }
+
+    const bad = await checked('POST', '/v1/campaigns', '/v1/campaigns?campaign=odd&priority=urgent', {
+      token: ADMIN_TOKEN,
+      body: csv(['o1']),
+    });
+    expect(bad.status).toBe(400);
+    expect((bad.body as { error: { code: string; message: string } }).error).toMatchObject({
+      code: 'invalid_request',
+      message: expect.stringContaining('priority'),
+    });
+    expect(await store.get('odd')).toBeUndefined();
   });
 
   it('refuses bad options, an unknown format, and an upload over the limit', async () => {
@@ -331,12 +418,17 @@ describe('creating a campaign', () => {
 });
 
 describe('operations', () => {
-  it('stops a running campaign naming who stopped it, and resumes it with its rows queued again', async () => {
+  it('stops a running campaign naming who stopped it; resume queues its rows again, failed ones only on retry', async () => {
     const rows = Array.from({ length: 50 }, (_, i) => `s${i}`);
     expect(
       (await call('POST', '/v1/campaigns?campaign=stoppable', { token: ADMIN_TOKEN, body: csv(rows) }))
         .status,
     ).toBe(201);
+    const slots = await feed('stoppable', { jobs: true });
+    const failedSlots = [slots.get('s0')!, slots.get('s1')!];
+    for (const slot of failedSlots) {
+      await store.markRow('stoppable', slot, { status: 'failed', errcode: 40129, errmsg: 'invalid scene' });
+    }
     const stopped = await checked('POST', '/v1/campaigns/{id}/stop', '/v1/campaigns/stoppable/stop', {
       token: ADMIN_TOKEN,
       body: { reason: 'wrong page' },
@@ -353,19 +445,38 @@ describe('operations', () => {
     // Drop the queued jobs, as workers do for a stopped campaign: resume must queue the rows again.
     const queue = openQueue(redis, prefix, APPID);
     await queue.drain();
-    expect(await queue.getWaitingCount()).toBe(0);
+    await queue.close();
+    expect(await withJobs('stoppable', slots.values())).toEqual([]);
+
     const resumed = await checked('POST', '/v1/campaigns/{id}/resume', '/v1/campaigns/stoppable/resume', {
       token: ADMIN_TOKEN,
     });
     expect(resumed.status).toBe(200);
-    expect(resumed.body).toMatchObject({ state: 'active', pending: 50 });
+    expect(resumed.body).toMatchObject({ state: 'active', pending: 48, failed: 2 });
     expect((resumed.body as { stopped?: unknown }).stopped).toBeUndefined();
-    expect(await queue.getWaitingCount()).toBe(50);
-    await queue.close();
+    // Failed rows stay failed, without a job: queuing them again is what retry is for.
+    const pendingSlots = [...slots.values()].filter((slot) => !failedSlots.includes(slot));
+    expect(await withJobs('stoppable', slots.values())).toEqual(pendingSlots);
+    const failures = await checked('GET', '/v1/campaigns/{id}/failures', '/v1/campaigns/stoppable/failures', {
+      token: READ_TOKEN,
+    });
+    expect(failures.body).toMatchObject({ failed: 2, groups: [{ errcode: 40129, count: 2 }] });
     const notStopped = await checked('POST', '/v1/campaigns/{id}/resume', '/v1/campaigns/stoppable/resume', {
       token: ADMIN_TOKEN,
     });
     expect(notStopped.status).toBe(409);
+
+    const retried = await checked('POST', '/v1/campaigns/{id}/retry', '/v1/campaigns/stoppable/retry', {
+      token: ADMIN_TOKEN,
+    });
+    expect(retried.status).toBe(200);
+    expect(retried.body).toMatchObject({ campaign: 'stoppable', requeued: 50 });
+    expect(await withJobs('stoppable', slots.values())).toEqual([...slots.values()]);
+    const status = await checked('GET', '/v1/campaigns/{id}', '/v1/campaigns/stoppable', {
+      token: READ_TOKEN,
+    });
+    expect(status.body).toMatchObject({ state: 'active', pending: 50, failed: 0 });
+
     const unknown = await checked('GET', '/v1/campaigns/{id}', '/v1/campaigns/no-such-campaign', {
       token: READ_TOKEN,
     });
@@ -381,9 +492,18 @@ describe('operations', () => {
         })
       ).status,
     ).toBe(201);
-    await store.markRow('failing', 'f1', { status: 'failed', errcode: 40129, errmsg: 'invalid scene' });
-    await store.markRow('failing', 'f2', { status: 'failed', errcode: 40129, errmsg: 'invalid scene' });
-    await store.markRow('failing', 'f3', { status: 'done' });
+    const slots = await feed('failing', { jobs: false });
+    await store.markRow('failing', slots.get('f1')!, {
+      status: 'failed',
+      errcode: 40129,
+      errmsg: 'invalid scene',
+    });
+    await store.markRow('failing', slots.get('f2')!, {
+      status: 'failed',
+      errcode: 40129,
+      errmsg: 'invalid scene',
+    });
+    await store.markRow('failing', slots.get('f3')!, { status: 'done' });
     const status = await checked('GET', '/v1/campaigns/{id}', '/v1/campaigns/failing', { token: READ_TOKEN });
     expect(status.body).toMatchObject({
       campaign: 'failing',
@@ -417,8 +537,10 @@ describe('operations', () => {
     expect(
       (await call('POST', '/v1/campaigns?campaign=exported', { token: ADMIN_TOKEN, body: csv(rows) })).status,
     ).toBe(201);
-    for (let i = 0; i < 5000; i += 3) await store.markRow('exported', rows[i]!, { status: 'done' });
-    await store.markRow('exported', rows[1]!, {
+    const slots = await feed('exported', { jobs: false });
+    for (let i = 0; i < 5000; i += 3)
+      await store.markRow('exported', slots.get(rows[i]!)!, { status: 'done' });
+    await store.markRow('exported', slots.get(rows[1]!)!, {
       status: 'failed',
       errcode: 40169,
       errmsg: 'invalid scene length',
@@ -426,7 +548,7 @@ describe('operations', () => {
     const meta = (await store.get('exported'))!;
     for (const format of ['csv', 'jsonl'] as const) {
       let expected = '';
-      await writeManifestTo(store, storage, meta, format, (text) => {
+      await writeManifestTo(recordSource(store, storage), storage, meta, format, (text) => {
         expected += text;
       });
       const res = await fetch(`${server.url}/v1/campaigns/exported/export?format=${format}`, {
@@ -508,10 +630,11 @@ describe('bull-board', () => {
         })
       ).status,
     ).toBe(201);
+    const slots = await feed('board', { jobs: true });
     const queue = openQueue(redis, prefix, APPID);
-    const waiting = await queue.getWaitingCount();
-    expect(waiting).toBeGreaterThanOrEqual(3);
-    const [job] = await queue.getWaiting(0, 0);
+    const queued = await queue.getPrioritizedCount();
+    expect(queued).toBeGreaterThanOrEqual(3);
+    const job = await queue.getJob(jobId('board', slots.get('q1')!));
     const name = queue.name;
     const changes = [
       ['PUT', `/queues/api/queues/${name}/clean/waiting`],
@@ -572,7 +695,7 @@ describe('bull-board', () => {
       expect(res.status, `${method} ${url}`).toBe(405);
       expect((res.body as { error: { code: string } }).error.code).toBe('read_only');
     }
-    expect(await queue.getWaitingCount()).toBe(waiting);
+    expect(await queue.getPrioritizedCount()).toBe(queued);
     expect(await queue.getJob(job!.id!)).toBeDefined();
     await queue.close();
 

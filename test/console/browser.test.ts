@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { Redis } from 'ioredis';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CampaignStore } from '../../src/campaign/store.js';
+import { CampaignStore, slotOf } from '../../src/campaign/store.js';
 import { CodeWorker } from '../../src/campaign/worker.js';
 import type { Config } from '../../src/config.js';
 import { type StartedConsole, startConsole } from '../../src/console/server.js';
@@ -160,8 +160,11 @@ describe.skipIf(!available)('dashboard in Chromium', () => {
       });
       expect(second.status).toBe(201);
       const store = new CampaignStore(redis, prefix);
-      for (const value of ['x1', 'x2']) {
-        await store.markRow('browser-stopped', value, {
+      // Queued as a worker's feeder would (none runs any more), so that two of the rows can fail.
+      const fed = ['x1', 'x2', 'x3', 'x4'].map((value, row) => ({ slot: slotOf({ chunk: 0, row }), value }));
+      expect(await store.feed('browser-stopped', { chunk: 0, row: 0 }, { chunk: 1, row: 0 }, fed)).toBe(true);
+      for (const { slot } of fed.slice(0, 2)) {
+        await store.markRow('browser-stopped', slot, {
           status: 'failed',
           errcode: 41030,
           errmsg: 'invalid page hint',
