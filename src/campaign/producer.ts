@@ -206,6 +206,8 @@ export async function enqueueCampaign(o: EnqueueOptions): Promise<EnqueueResult>
       );
     }
     await o.precheck?.done();
+    // Checked before the campaign is opened: storage that is down or refuses writes then leaves nothing behind.
+    await o.storage.checkWritable();
 
     const lease = producerLease(o.producerLeaseMs);
     const opened = await store.open(o.campaign, o.appid, o.options, lease, o.priority ?? PRIORITIES.normal);

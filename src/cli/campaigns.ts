@@ -77,7 +77,7 @@ Examples:
 
   program
     .command('delete')
-    .summary("remove a campaign's records from Redis (its codes and manifest stay in storage)")
+    .summary("remove a campaign's records, in Redis and its record in storage (its codes and manifest stay)")
     .argument('<campaign>', 'campaign id')
     .option('--yes', 'confirm: the rows, their statuses and the queued jobs cannot be brought back')
     .option(
@@ -98,7 +98,7 @@ Examples:
     .action(async (campaign: string, flags: { yes?: boolean; force?: boolean }) => {
       if (!flags.yes) {
         throw new UsageError(
-          `delete removes campaign ${campaign}'s records from Redis for good (codes and manifest stay in storage): pass --yes to confirm`,
+          `delete removes campaign ${campaign}'s records for good, in Redis and its record in storage (codes and manifest stay): pass --yes to confirm`,
         );
       }
       const config = cliConfig();

@@ -195,7 +195,7 @@ describe('wxacode delete', () => {
     const unconfirmed = await cli('delete', 'running');
     expect(unconfirmed.code).toBe(2);
     expect(unconfirmed.stderr).toBe(
-      "wxacode: delete removes campaign running's records from Redis for good (codes and manifest stay in storage): pass --yes to confirm\n",
+      "wxacode: delete removes campaign running's records for good, in Redis and its record in storage (codes and manifest stay): pass --yes to confirm\n",
     );
     const busy = await cli('delete', 'running', '--yes');
     expect(busy.code).toBe(2);
