@@ -1,17 +1,21 @@
 /**
  * Bad input through the real CLI: every kind of invalid row, unreadable files, bad options, unknown campaigns and
  * a clash with an existing campaign. Each gets a message naming what is wrong and exit code 2, and a refused
- * enqueue writes nothing at all to Redis (no campaign record, no job, no queue key): nothing is half-enqueued.
+ * enqueue writes nothing at all, neither to Redis (no campaign, no job, no queue key) nor to storage (no chunk of
+ * a record): nothing is half-enqueued.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openQueue } from '../../src/campaign/queue.js';
 import { CampaignStore } from '../../src/campaign/store.js';
+import { loadConfig } from '../../src/config.js';
+import { createStorage, manifestKey } from '../../src/storage/index.js';
+import { WRITE_CHECK_KEY } from '../../src/storage/storage.js';
 import { type CliResult, runCli } from '../../test-support/cli.js';
-import { CHAOS_APPID, redisDump, report } from '../helpers/chaos.js';
+import { CHAOS_APPID, campaignRows, redisDump, report } from '../helpers/chaos.js';
 import { connect, deletePrefix, testPrefix, testRedisUrl } from '../helpers/redis.js';
 
 const SCENE_CHARS = `allowed are 0-9 A-Z a-z and ! # $ & ' ( ) * + , / : ; = ? @ - . _ ~ (map other data to short ids)`;
@@ -34,20 +38,38 @@ afterAll(async () => {
   report('bad-input', { cases: outcomes.refused + outcomes.accepted, ...outcomes });
 });
 
-/** A namespace of its own for one case, and the environment of a CLI run in it. */
-function namespace(): { prefix: string; env: Record<string, string> } {
+/** A namespace of its own for one case (a key prefix and a storage folder), and the environment of a CLI run in it. */
+function namespace(): { prefix: string; storage: string; env: Record<string, string> } {
   const prefix = testPrefix();
   prefixes.push(prefix);
+  const storage = path.join(dir, `codes-${prefix}`);
   return {
     prefix,
+    storage,
     env: {
       REDIS_URL: testRedisUrl(),
       WXACODE_PREFIX: prefix,
       WECHAT_APPID: CHAOS_APPID,
       WECHAT_SECRET: 'chaos-input-secret',
-      WXACODE_STORAGE: path.join(dir, 'codes'),
+      WXACODE_STORAGE: storage,
     },
   };
+}
+
+/**
+ * Every file under a storage folder, relative to it; none when the folder was never created. Leaves out the probe
+ * an enqueue writes to check storage before it opens a campaign: storage's, not a campaign's.
+ */
+async function storedFiles(folder: string): Promise<string[]> {
+  const entries = await readdir(folder, { recursive: true, withFileTypes: true }).catch((err) => {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  });
+  return entries
+    .filter((entry) => entry.isFile())
+    .map((entry) => path.relative(folder, path.join(entry.parentPath, entry.name)))
+    .filter((file) => file !== WRITE_CHECK_KEY)
+    .sort();
 }
 
 async function file(name: string, content: string | Buffer): Promise<string> {
@@ -56,9 +78,9 @@ async function file(name: string, content: string | Buffer): Promise<string> {
   return target;
 }
 
-/** Run a command that must be refused with exit code 2, exactly these stderr lines, and no key written. */
+/** Run a command that must be refused with exit code 2, exactly these stderr lines, and nothing written. */
 async function refused(args: string[], lines: (string | RegExp)[]): Promise<CliResult> {
-  const { prefix, env } = namespace();
+  const { prefix, storage, env } = namespace();
   const result = await runCli(args, { env });
   expect(result.code, result.stderr).toBe(2);
   expect(result.stdout).toBe('');
@@ -66,6 +88,7 @@ async function refused(args: string[], lines: (string | RegExp)[]): Promise<CliR
   expect(got, result.stderr).toHaveLength(lines.length);
   for (const [i, line] of lines.entries()) expect(got[i]).toMatch(line);
   expect([...(await redisDump(redis, prefix)).keys()], 'keys written by a refused command').toEqual([]);
+  expect(await storedFiles(storage), 'files stored by a refused command').toEqual([]);
   outcomes.refused++;
   return result;
 }
@@ -74,7 +97,7 @@ function exactly(text: string): RegExp {
   return new RegExp(`^${text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
 }
 
-describe.concurrent('refused, with a message and exit code 2, leaving no trace in Redis', () => {
+describe.concurrent('refused, with a message and exit code 2, leaving no trace in Redis or storage', () => {
   it('invalid scenes of every kind, each listed by line', async () => {
     const scenes = await file(
       'scenes.csv',
@@ -240,17 +263,20 @@ describe.concurrent('refused, with a message and exit code 2, leaving no trace i
 
 describe('an existing campaign', () => {
   it('refuses more rows with other options, and leaves the campaign exactly as it was', async () => {
-    const { prefix, env } = namespace();
+    const { prefix, storage, env } = namespace();
     const first = await file('first.csv', 'scene\nc-1\nc-2\n');
     const more = await file('more.csv', 'scene\nc-3\n');
     expect((await runCli(['enqueue', first, '--campaign', 'clash'], { env })).code).toBe(0);
     const before = await redisDump(redis, prefix);
+    const storedBefore = await storedFiles(storage);
+    expect(storedBefore, 'the record of the first enqueue').toHaveLength(1);
     const result = await runCli(['enqueue', more, '--campaign', 'clash', '--width', '600'], { env });
     expect(result.code, result.stderr).toBe(2);
     expect(result.stderr).toMatch(
       /^wxacode: campaign clash already exists for app wxchaos00000000001 with options \{.*"width":430.*\}; use a new campaign id for app wxchaos00000000001 with options \{.*"width":600.*\}\n$/,
     );
     expect(await redisDump(redis, prefix)).toEqual(before);
+    expect(await storedFiles(storage)).toEqual(storedBefore);
     outcomes.refused++;
   });
 });
@@ -263,30 +289,43 @@ describe('accepted', () => {
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toBe(
       'campaign crlf: enqueued 3, duplicates 0, invalid 0; 3 rows in the campaign (active)\n' +
-        `app ${CHAOS_APPID}: 3 codes queued, about 1 s at 5000/60s (codes already stored take no call)\n`,
+        `app ${CHAOS_APPID}: 3 codes to go, about 1 s at 5000/60s (codes already stored take no call)\n`,
     );
-    const rows: string[] = [];
-    for await (const batch of new CampaignStore(redis, prefix).rows('crlf'))
-      rows.push(...batch.map((r) => r.value));
-    expect(rows).toEqual(['bom-1', 'bom-2', 'bom-3']);
+    const store = new CampaignStore(redis, prefix);
+    const codes = createStorage(loadConfig(env));
+    try {
+      expect(await campaignRows(store, codes, 'crlf')).toEqual(
+        ['bom-1', 'bom-2', 'bom-3'].map((value) => ({ value, row: { status: 'pending' } })),
+      );
+    } finally {
+      await codes.close();
+    }
+    // The rows wait in the record for a worker's feeder: the enqueue itself queues no job.
+    expect(await store.get('crlf')).toMatchObject({
+      state: 'active',
+      queued: 0,
+      cursor: { chunk: 0, row: 0 },
+    });
     const queue = openQueue(redis, prefix, CHAOS_APPID);
-    expect((await queue.getWaiting()).map((job) => job.data.v).sort()).toEqual(rows);
+    expect(await queue.count()).toBe(0);
     await queue.close();
     outcomes.accepted++;
   });
 
   it('an empty file, as a campaign of no rows, complete at once', async () => {
-    const { prefix, env } = namespace();
+    const { prefix, storage, env } = namespace();
     const empty = await file('empty.csv', '');
     const result = await runCli(['enqueue', empty, '--campaign', 'empty'], { env });
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout).toBe(
       'campaign empty: enqueued 0, duplicates 0, invalid 0; 0 rows in the campaign (completed)\n' +
-        `app ${CHAOS_APPID}: 0 codes queued, about 0 s at 5000/60s (codes already stored take no call)\n`,
+        `app ${CHAOS_APPID}: 0 codes to go, about 0 s at 5000/60s (codes already stored take no call)\n`,
     );
     const queue = openQueue(redis, prefix, CHAOS_APPID);
     expect(await queue.count()).toBe(0);
     await queue.close();
+    // Completed at once, it has its manifest (of no rows) and no chunk of a record.
+    expect(await storedFiles(storage)).toEqual([manifestKey(CHAOS_APPID, 'empty', 'csv')]);
     outcomes.accepted++;
   });
 });

@@ -52,48 +52,56 @@ it('completes a campaign only after its last producer finished, with every row i
 
   const fleet = new WorkerFleet(rig.env(prefix), ['worker', '--concurrency', '8']);
   await fleet.start(2);
-  const openWhileHeld = await fleet.during(async () => {
-    const first = enqueueCampaign({
-      redis: rig.redis,
-      prefix,
-      campaign: 'shared',
-      appid: CHAOS_APPID,
-      options,
-      input: heldSource,
-      chunkSize: 10,
-    });
-    await waitFor('the held producer to add its first rows', async () => (await store.get('shared'))?.total);
-    const second = await runCli(
-      ['enqueue', file, '--campaign', 'shared', '--kind', 'unlimited', '--width', '280'],
-      {
-        env: rig.env(prefix),
-      },
-    );
-    expect(second.code, second.stderr).toBe(0);
-    const recorded = await waitFor('every row added so far to be done', async () => {
-      const s = await campaignStatus(store, 'shared');
-      return s.total > other.length && s.done === s.total && s;
-    });
-    const stateWhileHeld = (await store.get('shared'))!.state;
-    release();
-    await first;
-    await settled(store, 'shared');
-    return { stateWhileHeld, doneWhileHeld: recorded.done };
-  });
-
-  expect(openWhileHeld.stateWhileHeld, 'the state while a producer still adds rows').toBe('enqueuing');
-  const meta = await waitFor('the manifest', async () => {
-    const m = await store.get('shared');
-    return m?.manifestKey !== undefined && m;
-  });
+  let doneWhileHeld = 0;
   const storage = createStorage(rig.config(prefix));
   try {
+    const openWhileHeld = await fleet.during(async () => {
+      const first = enqueueCampaign({
+        redis: rig.redis,
+        prefix,
+        storage,
+        campaign: 'shared',
+        appid: CHAOS_APPID,
+        options,
+        input: heldSource,
+        chunkRows: 10,
+      });
+      await waitFor(
+        'the held producer to add its first rows',
+        async () => (await store.get('shared'))?.total,
+      );
+      const second = await runCli(
+        ['enqueue', file, '--campaign', 'shared', '--kind', 'unlimited', '--width', '280'],
+        { env: rig.env(prefix) },
+      );
+      expect(second.code, second.stderr).toBe(0);
+      const recorded = await waitFor('every row added so far to be done', async () => {
+        const s = await campaignStatus(store, 'shared');
+        return s.total > other.length && s.done === s.total && s;
+      });
+      const stateWhileHeld = (await store.get('shared'))!.state;
+      release();
+      await first;
+      await settled(store, 'shared');
+      return { stateWhileHeld, doneWhileHeld: recorded.done };
+    });
+    expect(openWhileHeld.stateWhileHeld, 'the state while a producer still adds rows').toBe('enqueuing');
+    doneWhileHeld = openWhileHeld.doneWhileHeld;
+
+    const meta = await waitFor('the manifest', async () => {
+      const m = await store.get('shared');
+      return m?.manifestKey !== undefined && m;
+    });
     const lines = (await storage.get(meta.manifestKey!))!.toString('utf8').trim().split('\n').slice(1);
-    expect(lines.map((line) => line.split(',')[0]).sort()).toEqual([...held, ...other].sort());
+    const values = lines.map((line) => line.split(',')[0]!);
+    expect([...values].sort()).toEqual([...held, ...other].sort());
+    // The producers' chunks interleave in the record, each producer's rows in its own input order.
+    expect(values.filter((v) => v.startsWith('held-'))).toEqual(held);
+    expect(values.filter((v) => v.startsWith('other-'))).toEqual(other);
   } finally {
     await storage.close();
   }
   const account = await rig.audit(prefix, 'shared', options, [...held, ...other]);
   expect(account).toMatchObject({ rows: ROWS, done: ROWS, failed: 0, lost: 0 });
-  report('producers', { ...account, doneWhileHeld: openWhileHeld.doneWhileHeld });
+  report('producers', { ...account, doneWhileHeld });
 });

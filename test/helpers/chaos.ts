@@ -9,8 +9,9 @@ import { pathToFileURL } from 'node:url';
 import { ListObjectsCommand } from '@aws-sdk/client-s3';
 import type { Redis } from 'ioredis';
 import { expect, vi } from 'vitest';
-import { enqueueCampaign } from '../../src/campaign/producer.js';
+import { type EnqueueOptions, enqueueCampaign } from '../../src/campaign/producer.js';
 import { openQueue } from '../../src/campaign/queue.js';
+import { type RecordRow, recordRows } from '../../src/campaign/record.js';
 import { type CampaignMeta, CampaignStore, type RowStatus } from '../../src/campaign/store.js';
 import { type Config, formatRateLimit, loadConfig, type RateLimit } from '../../src/config.js';
 import { type MockOptions, type MockServer, startMockServer } from '../../src/mock/server.js';
@@ -103,15 +104,39 @@ export class ChaosRig {
     return new CampaignStore(this.redis, prefix);
   }
 
-  enqueue(prefix: string, campaign: string, options: CodeOptions, values: string[]) {
-    return enqueueCampaign({
-      redis: this.redis,
-      prefix,
-      campaign,
-      appid: CHAOS_APPID,
-      options,
-      input: () => values,
-    });
+  /** Enqueue `values` into the campaign's record, in the storage its workers use. */
+  async enqueue(
+    prefix: string,
+    campaign: string,
+    options: CodeOptions,
+    values: string[],
+    more: Partial<EnqueueOptions> = {},
+  ) {
+    const storage = createStorage(this.config(prefix));
+    try {
+      return await enqueueCampaign({
+        redis: this.redis,
+        prefix,
+        storage,
+        campaign,
+        appid: CHAOS_APPID,
+        options,
+        input: () => values,
+        ...more,
+      });
+    } finally {
+      await storage.close();
+    }
+  }
+
+  /** The campaign's rows in input order with their status (campaign/record.ts). */
+  async rows(prefix: string, campaign: string): Promise<RecordRow[]> {
+    const storage = createStorage(this.config(prefix));
+    try {
+      return await campaignRows(this.store(prefix), storage, campaign);
+    } finally {
+      await storage.close();
+    }
   }
 
   /** The exact account of a campaign stored under its prefix (see auditCampaign). */
@@ -360,6 +385,19 @@ async function valueText(redis: Redis, key: string): Promise<string | undefined>
   }
 }
 
+/** Every row of a campaign's record in input order, with its status. */
+export async function campaignRows(
+  store: CampaignStore,
+  storage: Storage,
+  campaign: string,
+): Promise<RecordRow[]> {
+  const meta = await store.get(campaign);
+  if (!meta) throw new Error(`campaign ${campaign} does not exist under ${store.prefix}`);
+  const rows: RecordRow[] = [];
+  for await (const batch of recordRows(store, storage, meta)) rows.push(...batch);
+  return rows;
+}
+
 export interface AuditInput {
   store: CampaignStore;
   storage: Storage;
@@ -398,11 +436,9 @@ export async function auditCampaign(a: AuditInput): Promise<Account> {
   }
 
   const rows = new Map<string, RowStatus>();
-  for await (const batch of a.store.rows(a.campaign)) {
-    for (const { value, row } of batch) {
-      if (rows.has(value)) problems.push(`row ${JSON.stringify(value)} is recorded twice`);
-      rows.set(value, row);
-    }
+  for (const { value, row } of meta ? await campaignRows(a.store, a.storage, a.campaign) : []) {
+    if (rows.has(value)) problems.push(`row ${JSON.stringify(value)} is recorded twice`);
+    rows.set(value, row);
   }
   const inInput = new Set(expected);
   for (const value of rows.keys()) {
