@@ -97,18 +97,23 @@ export class Feeder {
     const store = this.#o.lifecycle.store;
     for (const appid of this.#o.apps) {
       if (this.#closed) return;
-      const leading = await this.#attempt(appid, undefined, () =>
-        store.takeLease(leaseName(appid), this.#holder, LEASE_MS),
-      );
+      const leading = await this.#attempt(appid, undefined, () => this.#lead(appid));
       if (!leading) continue;
       const campaigns = await this.#attempt(appid, undefined, () => store.feeding(appid));
       if (!campaigns) continue;
       this.#forgetAllBut(appid, new Set(campaigns));
       for (const id of campaigns) {
         if (this.#closed) return;
+        // Renewed before each campaign: on a busy machine one round can outlast the lease, and another worker
+        // would take over from a feeder that is still feeding.
+        if (!(await this.#attempt(appid, undefined, () => this.#lead(appid)))) break;
         await this.#attempt(appid, id, () => this.#topUp(appid, id));
       }
     }
+  }
+
+  #lead(appid: string): Promise<boolean> {
+    return this.#o.lifecycle.store.takeLease(leaseName(appid), this.#holder, LEASE_MS);
   }
 
   async #attempt<T>(
