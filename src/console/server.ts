@@ -33,7 +33,7 @@ import {
 } from '../campaign/operations.js';
 import { LOCAL_ERRCODE } from '../campaign/policy.js';
 import { EnqueueError, enqueueCampaign, type InvalidRow, type RowSource } from '../campaign/producer.js';
-import { jobsFor, openQueue } from '../campaign/queue.js';
+import { openQueue } from '../campaign/queue.js';
 import { SourceError, type SourceFormat } from '../campaign/source.js';
 import { type CampaignMeta, CampaignStore, PRIORITIES, type PriorityName } from '../campaign/store.js';
 import { codeOptionsFromFlags } from '../cli/campaign.js';
