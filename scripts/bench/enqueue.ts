@@ -1,47 +1,69 @@
 /**
- * 3. Enqueue at scale: `enqueueCampaign` reads a generated CSV (validated in full, then queued) in a child
- * process, beside a child adding the very same jobs straight to BullMQ with `addBulk`. Each child reports its
- * rate and peak RSS; Redis's used_memory before and after says what a queued scene costs, and MEMORY USAGE on
- * its keys says where those bytes are.
+ * 3. Enqueue at scale: `enqueueCampaign` reads a generated 1 M-row CSV in a child process and writes the
+ * campaign's record (chunk files) to a local folder, as `wxacode enqueue` does with WXACODE_STORAGE a folder; no
+ * job is added until the workers' feeders queue a window. Then the producer alone at 10 M rows (a TXT file, 1 in
+ * 100 rows a repeat of an earlier one): its peak RSS, with the de-duplication that spills to disk. Each child
+ * reports its rate and peak RSS; Redis's used_memory before and after says what the enqueue left in Redis. The
+ * baseline is a child adding a job per row of the CSV straight to BullMQ with `addBulk`: what every enqueue paid
+ * before windows, at least.
  */
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
-import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { jobId, jobsFor, openQueue } from '../../src/campaign/queue.js';
 import { type Bench, runChild } from './services.js';
-import { sceneOf, scenes, type TaskResult } from './tasks.js';
+import { type EnqueueTaskResult, sceneOf, type TaskResult } from './tasks.js';
 
-export interface EnqueueResult {
+export interface EnqueuePlan {
+  /** Rows of the CSV whose enqueue is timed beside addBulk. */
   rows: number;
-  enqueuePerSecond: number;
-  addBulkPerSecond: number;
-  ofAddBulk: number;
-  peakRssMb: { enqueue: number; addBulk: number };
-  /** used_memory growth per row. */
-  bytesPerScene: number;
-  addBulkBytesPerJob: number;
-  /** Bytes per scene by key (MEMORY USAGE), and what is left: the keyspace's own entries per key. */
-  breakdown: { jobHash: number; waitList: number; rowsHash: number; orderList: number; keyspace: number };
-  /**
-   * A job hash when Redis keeps it as a listpack: its `opts` (about 150 bytes) is over the default
-   * hash-max-listpack-value of 64, which makes every job a full hashtable.
-   */
-  jobHashAsListpack: { hashMaxListpackValue: number; bytes: number };
+  /** Rows of the TXT file whose producer's peak RSS is measured. */
+  producerRows: number;
 }
 
-const LISTPACK_VALUE = 256;
+/** One enqueue into a record, and what it left in Redis. */
+export interface RecordedEnqueue {
+  /** Input rows, repeats included. */
+  rows: number;
+  recorded: number;
+  duplicates: number;
+  rowsPerSecond: number;
+  peakRssMb: number;
+  cpuMs: number;
+  /** used_memory growth: the campaign hash and its chunk list (and the keyspace's entries for them). */
+  redisBytes: number;
+  /** MEMORY USAGE of the chunk list, the one key that grows with the rows (a line per chunk). */
+  chunkListBytes: number;
+  chunks: number;
+}
 
-async function writeCsv(file: string, rows: number): Promise<void> {
+export interface EnqueueResult extends EnqueuePlan {
+  enqueue: RecordedEnqueue;
+  /** The producer at `producerRows`. */
+  producer: RecordedEnqueue;
+  /** A job per row with addBulk, as the producer before windows did. */
+  addBulk: { rowsPerSecond: number; peakRssMb: number; bytesPerJob: number };
+  ofAddBulk: number;
+}
+
+/**
+ * `rows` scenes, one a line after the header; every `repeatEvery`-th row repeats the scene 50 rows before it, so
+ * the producer has repeats to find across its de-duplication's partitions.
+ */
+export async function writeScenes(
+  file: string,
+  rows: number,
+  options: { header?: string; repeatEvery?: number } = {},
+): Promise<void> {
   const out = createWriteStream(file);
   const write = async (text: string) => {
     if (!out.write(text)) await once(out, 'drain');
   };
-  await write('scene\n');
-  let batch = '';
-  for (const scene of scenes(rows)) {
-    batch += `${scene}\n`;
+  const repeat = options.repeatEvery;
+  let batch = options.header === undefined ? '' : `${options.header}\n`;
+  for (let i = 0; i < rows; i++) {
+    batch += `${sceneOf(repeat !== undefined && i % repeat === repeat - 1 && i >= 50 ? i - 50 : i)}\n`;
     if (batch.length > 65_536) {
       await write(batch);
       batch = '';
@@ -52,95 +74,120 @@ async function writeCsv(file: string, rows: number): Promise<void> {
   await once(out, 'finish');
 }
 
-async function usedMemory(redis: Redis): Promise<number> {
+export async function usedMemory(redis: Redis): Promise<number> {
   const info = await redis.info('memory');
   return Number(/^used_memory:(\d+)/m.exec(info)![1]);
 }
 
-async function memoryUsage(redis: Redis, key: string): Promise<number> {
+export async function memoryUsage(redis: Redis, key: string): Promise<number> {
   return Number((await redis.call('MEMORY', 'USAGE', key, 'SAMPLES', '0')) ?? 0);
 }
 
-async function averageJobHash(redis: Redis, queue: Queue, campaign: string, scenes: string[]) {
-  let bytes = 0;
-  for (const scene of scenes) bytes += await memoryUsage(redis, queue.toKey(jobId(campaign, scene)));
-  return bytes / scenes.length;
-}
-
-/** The same jobs added again with Redis told to keep hashes with longer values as listpacks. */
-async function listpackJobHash(redis: Redis, appid: string, campaign: string, scenes: string[]) {
-  const [, previous] = (await redis.config('GET', 'hash-max-listpack-value')) as [string, string];
-  await redis.config('SET', 'hash-max-listpack-value', String(LISTPACK_VALUE));
-  const queue = openQueue(redis, 'bench-listpack', appid);
-  try {
-    await queue.addBulk(jobsFor(campaign, scenes));
-    return await averageJobHash(redis, queue, campaign, scenes);
-  } finally {
-    await queue.close();
-    await redis.config('SET', 'hash-max-listpack-value', previous);
+/**
+ * Remove every key under `prefix`: the bench's Redis is its own, and later sections measure from a clean one. DEL,
+ * not UNLINK, so the keys' memory is free when this returns; Redis then shrinks its keyspace's table a step at a
+ * time, which would be read as a fall of the next figure, so this also waits for used_memory to hold still.
+ */
+export async function dropPrefix(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 10_000);
+    if (keys.length > 0) await redis.del(...keys);
+    cursor = next;
+  } while (cursor !== '0');
+  let last = await usedMemory(redis);
+  for (let i = 0; i < 40; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const now = await usedMemory(redis);
+    if (Math.abs(now - last) < 16 * 1024) return;
+    last = now;
   }
 }
 
-/** Used memory growth across `run`, per `count`. */
-async function bytesPer(redis: Redis, count: number, run: () => Promise<TaskResult>) {
-  const before = await usedMemory(redis);
-  const result = await run();
-  return { result, bytes: ((await usedMemory(redis)) - before) / count };
+/** `enqueueCampaign` of `input` in a child, into a record in `storageDir`, and what it left in Redis. */
+export async function recordedEnqueue(
+  b: Bench,
+  task: { prefix: string; appid: string; campaign: string; input: string; storageDir: string },
+): Promise<RecordedEnqueue> {
+  const before = await usedMemory(b.redis);
+  const result = await runChild<EnqueueTaskResult>({ name: 'enqueue', redisUrl: b.redisUrl, ...task });
+  const redisBytes = (await usedMemory(b.redis)) - before;
+  const chunkList = `${task.prefix}:campaign:${task.campaign}:chunks`;
+  const rows = result.count + result.duplicates;
+  return {
+    rows,
+    recorded: result.count,
+    duplicates: result.duplicates,
+    rowsPerSecond: (rows * 1000) / result.ms,
+    peakRssMb: result.peakRssMb,
+    cpuMs: result.cpuMs,
+    redisBytes,
+    chunkListBytes: await memoryUsage(b.redis, chunkList),
+    chunks: await b.redis.llen(chunkList),
+  };
 }
 
 export async function enqueueAtScale(
   b: Bench,
-  rows: number,
+  plan: EnqueuePlan,
   log: (line: string) => void,
 ): Promise<EnqueueResult> {
   const appid = 'wxbench-enqueue';
-  const campaign = 'scale';
   const csv = path.join(b.tmp, 'scenes.csv');
-  log(`writing a ${rows}-row CSV`);
-  await writeCsv(csv, rows);
-  const common = { redisUrl: b.redisUrl, appid, campaign };
+  log(`writing a ${plan.rows}-row CSV`);
+  await writeScenes(csv, plan.rows, { header: 'scene' });
 
-  log(`baseline: addBulk of the same ${rows} jobs`);
-  const baseline = await bytesPer(b.redis, rows, () =>
-    runChild<TaskResult>({ name: 'addBulk', ...common, prefix: 'bench-addbulk', count: rows }),
-  );
-  log(`enqueueCampaign of ${rows} rows`);
-  const prefix = 'bench-enqueue';
-  const ours = await bytesPer(b.redis, rows, () =>
-    runChild<TaskResult>({ name: 'enqueue', ...common, prefix, csv }),
-  );
+  log(`enqueueCampaign of ${plan.rows} rows into a record in a local folder`);
+  const storageDir = path.join(b.tmp, 'enqueue-records');
+  const enqueue = await recordedEnqueue(b, {
+    prefix: 'bench-enqueue',
+    appid,
+    campaign: 'scale',
+    input: csv,
+    storageDir,
+  });
+  await rm(csv, { force: true });
+  log(`enqueue: ${enqueue.rowsPerSecond.toFixed(0)} rows/s, peak RSS ${enqueue.peakRssMb.toFixed(0)} MB`);
 
-  const queue = openQueue(b.redis, prefix, appid);
-  const samples = Array.from({ length: 200 }, (_, i) => sceneOf(Math.floor((i * rows) / 200)));
-  // The campaign's keys, as store.ts lays them out.
-  const perRow = async (key: string) => (await memoryUsage(b.redis, key)) / rows;
-  const breakdown = {
-    jobHash: await averageJobHash(b.redis, queue, campaign, samples),
-    waitList: await perRow(queue.keys.wait!),
-    rowsHash: await perRow(`${prefix}:campaign:${campaign}:rows`),
-    orderList: await perRow(`${prefix}:campaign:${campaign}:order`),
-    keyspace: 0,
-  };
-  await queue.close();
-  breakdown.keyspace =
-    ours.bytes - breakdown.jobHash - breakdown.waitList - breakdown.rowsHash - breakdown.orderList;
+  const txt = path.join(b.tmp, 'producer.txt');
+  log(`writing a ${plan.producerRows}-row TXT file, 1 row in 100 a repeat`);
+  await writeScenes(txt, plan.producerRows, { repeatEvery: 100 });
+  log(`producer: enqueueCampaign of ${plan.producerRows} rows`);
+  const producer = await recordedEnqueue(b, {
+    prefix: 'bench-producer',
+    appid,
+    campaign: 'scale',
+    input: txt,
+    storageDir,
+  });
+  await Promise.all([rm(txt, { force: true }), rm(storageDir, { recursive: true, force: true })]);
+  log(`producer: peak RSS ${producer.peakRssMb.toFixed(0)} MB, ${producer.rowsPerSecond.toFixed(0)} rows/s`);
 
-  const jobHashAsListpack = {
-    hashMaxListpackValue: LISTPACK_VALUE,
-    bytes: await listpackJobHash(b.redis, appid, campaign, samples),
-  };
+  // Last, and dropped at once: a million jobs in Redis would be counted in every figure after them.
+  log(`baseline: addBulk of a job per row, ${plan.rows} rows`);
+  const addBulkPrefix = 'bench-addbulk';
+  const before = await usedMemory(b.redis);
+  const baseline = await runChild<TaskResult>({
+    name: 'addBulk',
+    redisUrl: b.redisUrl,
+    prefix: addBulkPrefix,
+    appid,
+    campaign: 'scale',
+    count: plan.rows,
+  });
+  const addBulkBytes = (await usedMemory(b.redis)) - before;
+  await dropPrefix(b.redis, addBulkPrefix);
 
-  const enqueuePerSecond = (ours.result.count * 1000) / ours.result.ms;
-  const addBulkPerSecond = (baseline.result.count * 1000) / baseline.result.ms;
+  const addBulkPerSecond = (baseline.count * 1000) / baseline.ms;
   return {
-    rows,
-    enqueuePerSecond,
-    addBulkPerSecond,
-    ofAddBulk: enqueuePerSecond / addBulkPerSecond,
-    peakRssMb: { enqueue: ours.result.peakRssMb, addBulk: baseline.result.peakRssMb },
-    bytesPerScene: ours.bytes,
-    addBulkBytesPerJob: baseline.bytes,
-    breakdown,
-    jobHashAsListpack,
+    ...plan,
+    enqueue,
+    producer,
+    addBulk: {
+      rowsPerSecond: addBulkPerSecond,
+      peakRssMb: baseline.peakRssMb,
+      bytesPerJob: addBulkBytes / plan.rows,
+    },
+    ofAddBulk: enqueue.rowsPerSecond / addBulkPerSecond,
   };
 }

@@ -78,20 +78,17 @@ export async function pipelineHeadroom(
     log(`pipeline: 1 worker × ${plan.concurrency}, ${plan.codes} codes, cap lifted`);
     await b.mock.admin.configure({ apps: { [appid]: BENCH_SECRET }, rateLimit: null });
     const prefix = 'bench-headroom';
-    const fleet = await startWorkers(
-      1,
-      {
-        ...workerEnv(b, { prefix, apps: [appid], rate: '1000000/1s', storage: `s3://${s3.bucket}/pipeline` }),
-        ...s3.env,
-      },
-      plan.concurrency,
-    );
+    const env = {
+      ...workerEnv(b, { prefix, apps: [appid], rate: '1000000/1s', storage: `s3://${s3.bucket}/pipeline` }),
+      ...s3.env,
+    };
+    const fleet = await startWorkers(1, env, plan.concurrency);
     const benchCpu = process.cpuUsage();
     const meter = cpuMeter({ worker: fleet.pids, mock: b.mock.pid, redis: b.redisPid, s3rver: s3.pid });
     let cpu: Record<string, number>;
     let completedAt: number;
     try {
-      await enqueueScenes(b, prefix, appid, 'headroom', plan.codes);
+      await enqueueScenes(b, env, appid, 'headroom', plan.codes);
       await settled(b, prefix, 'headroom', 600_000, 50);
       completedAt = Date.now();
     } finally {

@@ -1,11 +1,12 @@
 /**
- * `npm run bench [-- --quick] [-- --out DIR] [-- --only SECTIONS]`: how close to WeChat's cap the workers run, and what the pipeline
- * costs beside it, measured in one run on this machine against a private redis-server, the mock WeChat API and
- * s3rver. Prints each figure beside its target and its baseline and writes `results.json` and
- * `cap-utilisation.png` (into `bench/`, or a temporary folder for `--quick`, a ~1 minute smoke run).
- * `--only tokens,headroom` runs those sections alone (of cap, headroom, enqueue, tokens) and replaces their
- * figures in the folder's existing `results.json`, keeping the others; `measuredAt` and `loadAverageAtStart` say
- * when each section was measured and how busy the machine was then.
+ * `npm run bench [-- --quick] [-- --out DIR] [-- --only SECTIONS]`: how close to WeChat's cap the workers run, what
+ * the pipeline costs beside it, and how much memory campaigns of millions of rows take in Redis and in the
+ * producer, measured in one run on this machine against a private redis-server, the mock WeChat API and s3rver.
+ * Prints each figure beside its target and its baseline and writes `results.json` and `cap-utilisation.png` (into
+ * `bench/`, or a temporary folder for `--quick`, a smoke run of a few minutes).
+ * `--only tokens,headroom` runs those sections alone (of cap, headroom, enqueue, memory, tokens, manifest) and
+ * replaces their figures in the folder's existing `results.json`, keeping the others; `measuredAt` and
+ * `loadAverageAtStart` say when each section was measured and how busy the machine was then.
  * A benchmark reports; it asserts nothing.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -17,9 +18,10 @@ import { Redis } from 'ioredis';
 import { removeDir, startRedis } from '../../test-support/redis-server.js';
 import { type CapScenario, capUtilisation } from './cap.js';
 import { drawCapChart } from './chart.js';
-import { enqueueAtScale } from './enqueue.js';
+import { type EnqueuePlan, enqueueAtScale } from './enqueue.js';
 import { type HeadroomPlan, pipelineHeadroom } from './headroom.js';
 import { manifestAtScale } from './manifest.js';
+import { type MemoryPlan, REAL_CAP_WINDOW, redisMemory } from './memory.js';
 import { type Bench, startMock } from './services.js';
 import { benchTable, printTable } from './table.js';
 import { type TokensPlan, tokenStampede } from './tokens.js';
@@ -27,7 +29,8 @@ import { type TokensPlan, tokenStampede } from './tokens.js';
 interface Plan {
   cap: CapScenario[];
   headroom: HeadroomPlan;
-  enqueueRows: number;
+  enqueue: EnqueuePlan;
+  memory: MemoryPlan;
   tokens: TokensPlan;
 }
 
@@ -40,18 +43,32 @@ const FULL: Plan = {
     { rate: '500/6s', workers: 3, concurrency: 8, seconds: 60 },
   ],
   headroom: { codes: 3000, concurrency: 32 },
-  enqueueRows: 1_000_000,
+  enqueue: { rows: 1_000_000, producerRows: 10_000_000 },
+  memory: {
+    sizes: [10_000, 100_000, 1_000_000],
+    worked: [10_000, 10_000, 50_000],
+    window: REAL_CAP_WINDOW,
+    workers: 2,
+    concurrency: 16,
+  },
   tokens: { processes: 8, concurrency: 8, codes: 200 },
 };
 
 const QUICK: Plan = {
   cap: [{ rate: '200/2s', workers: 2, concurrency: 8, seconds: 12 }],
   headroom: { codes: 400, concurrency: 32 },
-  enqueueRows: 20_000,
+  enqueue: { rows: 20_000, producerRows: 200_000 },
+  memory: {
+    sizes: [1_000, 5_000, 20_000],
+    worked: [1_000, 1_500, 2_000],
+    window: 500,
+    workers: 2,
+    concurrency: 16,
+  },
   tokens: { processes: 8, concurrency: 8, codes: 50 },
 };
 
-const SECTIONS = ['cap', 'headroom', 'enqueue', 'tokens', 'manifest'] as const;
+const SECTIONS = ['cap', 'headroom', 'enqueue', 'memory', 'tokens', 'manifest'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const { values: flags } = parseArgs({
@@ -104,7 +121,8 @@ try {
     cap: capRuns?.map((run) => run.result),
     headroom: runs('headroom') ? await pipelineHeadroom(bench, plan.headroom, log) : undefined,
     tokens: runs('tokens') ? await tokenStampede(bench, plan.tokens, log) : undefined,
-    enqueue: runs('enqueue') ? await enqueueAtScale(bench, plan.enqueueRows, log) : undefined,
+    enqueue: runs('enqueue') ? await enqueueAtScale(bench, plan.enqueue, log) : undefined,
+    memory: runs('memory') ? await redisMemory(bench, plan.memory, log) : undefined,
     manifest: runs('manifest') ? await manifestAtScale(bench, flags.quick, log) : undefined,
   };
 

@@ -1,11 +1,12 @@
 /**
  * Entry of the manifest benchmark's child (manifest.ts): composes a synthetic campaign's manifest and writes it to
  * S3 the way a completed campaign's is written, and reports how far its memory grew while doing it. Rows come from
- * a generator standing in for Redis, so that the figure is the composition's alone.
+ * a `ManifestSource` standing in for the campaign's record, so that the figure is the composition's alone.
  */
 import { readFileSync } from 'node:fs';
-import { manifestText } from '../../src/campaign/manifest.js';
-import type { CampaignMeta, RowStatus } from '../../src/campaign/store.js';
+import { type ManifestSource, manifestText } from '../../src/campaign/manifest.js';
+import { CHUNK_ROWS, type RecordRow } from '../../src/campaign/record.js';
+import { type CampaignMeta, PRIORITIES } from '../../src/campaign/store.js';
 import { loadConfig } from '../../src/config.js';
 import { createStorage, manifestKey, type Storage } from '../../src/storage/index.js';
 import { codeOptions, MIN_WIDTH } from '../../src/wechat/params.js';
@@ -58,27 +59,28 @@ function metaOf(rows: number): CampaignMeta {
     done: rows,
     failed: 0,
     createdAt: Date.now(),
+    priority: PRIORITIES.normal,
+    cursor: { chunk: Math.ceil(rows / CHUNK_ROWS), row: 0 },
+    queued: 0,
   };
 }
 
-/** Rows as the store yields them, in batches of 1000: one in a hundred failed, the rest done. */
-function syntheticRows(count: number) {
-  return {
-    async *rows(_id: string, batchSize = 1000): AsyncGenerator<{ value: string; row: RowStatus }[]> {
-      for (let start = 0; start < count; start += batchSize) {
-        const batch: { value: string; row: RowStatus }[] = [];
-        for (let i = start; i < Math.min(count, start + batchSize); i++) {
-          batch.push({
-            value: `sku=${i}&ch=bench`,
-            row:
-              i % 100 === 7
-                ? { status: 'failed', errcode: 40169, errmsg: 'invalid scene' }
-                : { status: 'done' },
-          });
-        }
-        yield batch;
+/** Rows as the record yields them, a chunk of CHUNK_ROWS at a time: one in a hundred failed, the rest done. */
+function syntheticRows(count: number): ManifestSource {
+  return async function* () {
+    for (let start = 0; start < count; start += CHUNK_ROWS) {
+      const batch: RecordRow[] = [];
+      for (let i = start; i < Math.min(count, start + CHUNK_ROWS); i++) {
+        batch.push({
+          value: `sku=${i}&ch=bench`,
+          row:
+            i % 100 === 7
+              ? { status: 'failed', errcode: 40169, errmsg: 'invalid scene' }
+              : { status: 'done' },
+        });
       }
-    },
+      yield batch;
+    }
   };
 }
 

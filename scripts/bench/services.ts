@@ -9,7 +9,9 @@ import path from 'node:path';
 import type { Redis } from 'ioredis';
 import { enqueueCampaign } from '../../src/campaign/producer.js';
 import { type CampaignMeta, CampaignStore } from '../../src/campaign/store.js';
+import { loadConfig } from '../../src/config.js';
 import { type MockAdmin, mockAdmin } from '../../src/mock/admin.js';
+import { createStorage } from '../../src/storage/index.js';
 import { spawnCli } from '../../test-support/cli.js';
 import { wxacodeEnv } from '../../test-support/env.js';
 import { waitFor } from '../../test-support/wait.js';
@@ -29,37 +31,53 @@ export interface Bench {
 /** Every benchmark app's AppSecret (the mock's apps are set per section). */
 export const BENCH_SECRET = 'bench-secret';
 
-/** The environment of `wxacode worker` processes working for `apps` against the run's Redis and mock. */
+/**
+ * The environment of `wxacode worker` processes working for `apps` against the run's Redis and mock; `window`
+ * sets WXACODE_WINDOW (default: a minute of `rate`).
+ */
 export function workerEnv(
   b: Bench,
-  settings: { prefix: string; apps: string[]; rate: string; storage: string },
+  settings: { prefix: string; apps: string[]; rate: string; storage: string; window?: number },
 ): Record<string, string> {
-  return wxacodeEnv({
-    redisUrl: b.redisUrl,
-    prefix: settings.prefix,
-    apps: Object.fromEntries(settings.apps.map((appid) => [appid, BENCH_SECRET])),
-    wechatUrl: b.mock.url,
-    rate: settings.rate,
-    storage: settings.storage,
-  });
+  return {
+    ...wxacodeEnv({
+      redisUrl: b.redisUrl,
+      prefix: settings.prefix,
+      apps: Object.fromEntries(settings.apps.map((appid) => [appid, BENCH_SECRET])),
+      wechatUrl: b.mock.url,
+      rate: settings.rate,
+      storage: settings.storage,
+    }),
+    ...(settings.window !== undefined && { WXACODE_WINDOW: String(settings.window) }),
+  };
 }
 
-/** Queue a campaign of `count` benchmark scenes for `appid`. */
+/**
+ * Record a campaign of `count` benchmark scenes for `appid` in the storage of the workers run with `env`, under
+ * their prefix: their feeders queue it from there.
+ */
 export async function enqueueScenes(
   b: Bench,
-  prefix: string,
+  env: Record<string, string>,
   appid: string,
   campaign: string,
   count: number,
 ): Promise<void> {
-  await enqueueCampaign({
-    redis: b.redis,
-    prefix,
-    campaign,
-    appid,
-    options: CODE_OPTIONS,
-    input: () => scenes(count),
-  });
+  const config = loadConfig(env);
+  const storage = createStorage(config);
+  try {
+    await enqueueCampaign({
+      redis: b.redis,
+      prefix: config.prefix,
+      storage,
+      campaign,
+      appid,
+      options: CODE_OPTIONS,
+      input: () => scenes(count),
+    });
+  } finally {
+    await storage.close();
+  }
 }
 
 /** Wait until a campaign completed; throws when it stopped. */
@@ -207,7 +225,8 @@ export async function startWorkers(
     if (bad !== -1) throw new Error(`worker ${bad} exited with code ${codes[bad]}: ${lastWords[bad]!()}`);
   };
   try {
-    await Promise.all(children.map((c, i) => waitForOutput(c, /worker started/, `worker ${i}`, 60_000)));
+    // Each process compiles the sources under tsx first: 8 at once on 2 busy cores take minutes, not seconds.
+    await Promise.all(children.map((c, i) => waitForOutput(c, /worker started/, `worker ${i}`, 300_000)));
   } catch (err) {
     await stop().catch(() => undefined);
     throw err;

@@ -8,6 +8,8 @@ import { readFileSync } from 'node:fs';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { jobsFor, openQueue, queueName } from '../../src/campaign/queue.js';
+import { CHUNK_ROWS } from '../../src/campaign/record.js';
+import { PRIORITIES, type SlotRow, slotOf } from '../../src/campaign/store.js';
 import type { TokenMode } from '../../src/config.js';
 import { type CodeOptions, codeOptions, MIN_WIDTH, requestBody } from '../../src/wechat/params.js';
 
@@ -31,6 +33,11 @@ export function* scenes(count: number): Generator<string> {
   for (let i = 0; i < count; i++) yield sceneOf(i);
 }
 
+/** Row `i` where a record of default-sized chunks puts it: what a job of it names. */
+function sceneRow(i: number): SlotRow {
+  return { slot: slotOf({ chunk: Math.floor(i / CHUNK_ROWS), row: i % CHUNK_ROWS }), value: sceneOf(i) };
+}
+
 /** Rows per addBulk, the producer's default. */
 const CHUNK = 1000;
 
@@ -47,7 +54,17 @@ export type ChildTask =
       concurrency: number;
     }
   | { name: 'noop'; redisUrl: string; prefix: string; appid: string; count: number; concurrency: number }
-  | { name: 'enqueue'; redisUrl: string; prefix: string; appid: string; campaign: string; csv: string }
+  | {
+      name: 'enqueue';
+      redisUrl: string;
+      prefix: string;
+      appid: string;
+      campaign: string;
+      /** The input file (CSV or TXT). */
+      input: string;
+      /** The local folder the record is written to (WXACODE_STORAGE of the workers). */
+      storageDir: string;
+    }
   | { name: 'addBulk'; redisUrl: string; prefix: string; appid: string; campaign: string; count: number }
   | {
       name: 'token';
@@ -72,6 +89,11 @@ export interface TaskResult {
   cpuMs: number;
   /** VmHWM of the child at the end. */
   peakRssMb: number;
+}
+
+/** An enqueue's result: `count` is the rows recorded, beside the rows it found repeated. */
+export interface EnqueueTaskResult extends TaskResult {
+  duplicates: number;
 }
 
 function peakRssMb(): number {
@@ -135,24 +157,31 @@ async function put(t: Extract<ChildTask, { name: 'put' }>): Promise<TaskResult> 
   }
 }
 
-async function addAll(redis: Redis, prefix: string, appid: string, campaign: string, count: number) {
-  const queue = openQueue(redis, prefix, appid);
-  let chunk: string[] = [];
-  for (const scene of scenes(count)) {
-    chunk.push(scene);
-    if (chunk.length === CHUNK) {
-      await queue.addBulk(jobsFor(campaign, chunk));
-      chunk = [];
-    }
+/**
+ * A job per row, with the priority every job of a campaign has now, or `beforeWindows` as the producer added them
+ * up front before windows: no priority, which keeps a job's options under Redis's hash-max-listpack-value (64)
+ * and so its hash in the compact encoding.
+ */
+async function addAll(
+  redis: Redis,
+  t: { prefix: string; appid: string; campaign: string; count: number },
+  beforeWindows: boolean,
+) {
+  const queue = openQueue(redis, t.prefix, t.appid);
+  for (let start = 0; start < t.count; start += CHUNK) {
+    const rows = Array.from({ length: Math.min(CHUNK, t.count - start) }, (_, k) => sceneRow(start + k));
+    const jobs = jobsFor(t.campaign, PRIORITIES.normal, rows);
+    await queue.addBulk(
+      beforeWindows ? jobs.map((job) => ({ ...job, opts: { ...job.opts, priority: undefined } })) : jobs,
+    );
   }
-  if (chunk.length > 0) await queue.addBulk(jobsFor(campaign, chunk));
   await queue.close();
 }
 
 /** A BullMQ worker that does nothing with the same jobs: the queue's own cost per job at this concurrency. */
 async function noop(t: Extract<ChildTask, { name: 'noop' }>): Promise<TaskResult> {
   const redis = new Redis(t.redisUrl, { maxRetriesPerRequest: null });
-  await addAll(redis, t.prefix, t.appid, 'noop', t.count);
+  await addAll(redis, { ...t, campaign: 'noop' }, false);
   try {
     return await measured(t.count, async () => {
       let done = 0;
@@ -174,33 +203,37 @@ async function noop(t: Extract<ChildTask, { name: 'noop' }>): Promise<TaskResult
   }
 }
 
-async function enqueue(t: Extract<ChildTask, { name: 'enqueue' }>): Promise<TaskResult> {
+/** `enqueueCampaign` of a file into a local folder's record: what `wxacode enqueue` does. */
+async function enqueue(t: Extract<ChildTask, { name: 'enqueue' }>): Promise<EnqueueTaskResult> {
   const { enqueueCampaign } = await import('../../src/campaign/producer.js');
+  const { LocalStorage } = await import('../../src/storage/local.js');
   const redis = new Redis(t.redisUrl, { maxRetriesPerRequest: null });
+  const storage = new LocalStorage(t.storageDir);
   try {
-    let enqueued = 0;
+    let answer = { enqueued: 0, duplicates: 0 };
     const result = await measured(0, async () => {
-      const answer = await enqueueCampaign({
+      answer = await enqueueCampaign({
         redis,
         prefix: t.prefix,
+        storage,
         campaign: t.campaign,
         appid: t.appid,
         options: CODE_OPTIONS,
-        input: t.csv,
+        input: t.input,
       });
-      enqueued = answer.enqueued;
     });
-    return { ...result, count: enqueued };
+    return { ...result, count: answer.enqueued, duplicates: answer.duplicates };
   } finally {
+    await storage.close();
     redis.disconnect();
   }
 }
 
-/** The same jobs as `enqueue`, added straight to BullMQ: the floor any producer on this Redis pays. */
+/** A job per row added straight to BullMQ, as before windows: the floor any producer that did so paid. */
 async function addBulk(t: Extract<ChildTask, { name: 'addBulk' }>): Promise<TaskResult> {
   const redis = new Redis(t.redisUrl, { maxRetriesPerRequest: null });
   try {
-    return await measured(t.count, () => addAll(redis, t.prefix, t.appid, t.campaign, t.count));
+    return await measured(t.count, () => addAll(redis, t, true));
   } finally {
     redis.disconnect();
   }
@@ -275,7 +308,7 @@ async function token(
 export function runTask(
   task: ChildTask,
   ready: () => Promise<void> = async () => undefined,
-): Promise<TaskResult | TokenTaskResult> {
+): Promise<TaskResult | EnqueueTaskResult | TokenTaskResult> {
   switch (task.name) {
     case 'token':
       return token(task, ready);

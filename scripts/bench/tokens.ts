@@ -87,15 +87,12 @@ export async function tokenStampede(
     `${plan.processes} workers × ${plan.concurrency} start at once, ${plan.codes} codes for each of 2 apps`,
   );
   const storage = await mkdtemp(path.join(b.tmp, 'tokens-'));
-  const fleet = await startWorkers(
-    plan.processes,
-    workerEnv(b, { prefix, apps: [empty, rejected], rate: '1000000/1s', storage }),
-    plan.concurrency,
-  );
+  const env = workerEnv(b, { prefix, apps: [empty, rejected], rate: '1000000/1s', storage });
+  const fleet = await startWorkers(plan.processes, env, plan.concurrency);
   try {
     await Promise.all([
-      enqueueScenes(b, prefix, empty, 'empty', plan.codes),
-      enqueueScenes(b, prefix, rejected, 'rejected', plan.codes),
+      enqueueScenes(b, env, empty, 'empty', plan.codes),
+      enqueueScenes(b, env, rejected, 'rejected', plan.codes),
     ]);
     await Promise.all([settled(b, prefix, 'empty', 120_000), settled(b, prefix, 'rejected', 120_000)]);
   } finally {
