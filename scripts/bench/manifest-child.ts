@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { type ManifestSource, manifestText } from '../../src/campaign/manifest.js';
-import { CHUNK_ROWS, type RecordRow } from '../../src/campaign/record.js';
+import { BATCH_ROWS, CHUNK_ROWS, type RecordRow } from '../../src/campaign/record.js';
 import { type CampaignMeta, PRIORITIES } from '../../src/campaign/store.js';
 import { loadConfig } from '../../src/config.js';
 import { createStorage, manifestKey, type Storage } from '../../src/storage/index.js';
@@ -65,12 +65,12 @@ function metaOf(rows: number): CampaignMeta {
   };
 }
 
-/** Rows as the record yields them, a chunk of CHUNK_ROWS at a time: one in a hundred failed, the rest done. */
+/** Rows as the record yields them, BATCH_ROWS at a time: one in a hundred failed, the rest done. */
 function syntheticRows(count: number): ManifestSource {
   return async function* () {
-    for (let start = 0; start < count; start += CHUNK_ROWS) {
+    for (let start = 0; start < count; start += BATCH_ROWS) {
       const batch: RecordRow[] = [];
-      for (let i = start; i < Math.min(count, start + CHUNK_ROWS); i++) {
+      for (let i = start; i < Math.min(count, start + BATCH_ROWS); i++) {
         batch.push({
           value: `sku=${i}&ch=bench`,
           row:
